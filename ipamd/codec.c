@@ -1,0 +1,151 @@
+/* Core objects to protobuf messages: replies, store blobs and events. */
+#include "codec.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+struct arena_chunk {
+    struct arena_chunk *next;
+    size_t used, cap;
+    _Alignas(16) unsigned char data[];
+};
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fputs("ipamd: out of memory\n", stderr);
+        abort();
+    }
+    return p;
+}
+
+void *arena_alloc(struct arena *a, size_t n)
+{
+    n = (n + 15) & ~(size_t)15;
+    struct arena_chunk *c = a->head;
+    if (!c || c->cap - c->used < n) {
+        size_t cap = n > 8192 ? n : 8192;
+        c = xmalloc(sizeof(*c) + cap);
+        c->used = 0;
+        c->cap = cap;
+        c->next = a->head;
+        a->head = c;
+    }
+    void *p = c->data + c->used;
+    c->used += n;
+    memset(p, 0, n);
+    return p;
+}
+
+char *arena_strdup(struct arena *a, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = arena_alloc(a, n);
+    memcpy(d, s, n);
+    return d;
+}
+
+void arena_free(struct arena *a)
+{
+    while (a->head) {
+        struct arena_chunk *n = a->head->next;
+        free(a->head);
+        a->head = n;
+    }
+}
+
+static const char *const proto_names[] = {NULL, "TCP", "UDP", "SCTP"};
+
+int port_proto_parse(const char *s)
+{
+    for (int i = 1; i < 4; i++)
+        if (strcasecmp(s, proto_names[i]) == 0)
+            return i;
+    return 0;
+}
+
+const char *port_proto_name(int p) { return p >= 1 && p <= 3 ? proto_names[p] : "?"; }
+
+void lease_to_pb(struct arena *a, const struct lease *l, Ipam__V1__Lease *out)
+{
+    ipam__v1__lease__init(out);
+    out->owner = l->owner;
+    out->pool = l->pool_name;
+    out->space = l->space->name;
+    out->n_addresses = l->naddr;
+    out->addresses = arena_alloc(a, l->naddr * sizeof(char *));
+    for (size_t i = 0; i < l->naddr; i++)
+        out->addresses[i] = ipam_addr_format(l->addr[i].addr, arena_alloc(a, IPAM_ADDR_STRLEN));
+    out->n_labels = l->nlabels;
+    out->labels = arena_alloc(a, l->nlabels * sizeof(*out->labels));
+    for (size_t i = 0; i < l->nlabels; i++) {
+        Ipam__V1__Lease__LabelsEntry *e = arena_alloc(a, sizeof(*e));
+        ipam__v1__lease__labels_entry__init(e);
+        e->key = l->labels[i].key;
+        e->value = l->labels[i].value;
+        out->labels[i] = e;
+    }
+    out->n_ports = l->nports;
+    out->ports = arena_alloc(a, l->nports * sizeof(*out->ports));
+    for (size_t i = 0; i < l->nports; i++) {
+        Ipam__V1__Port *p = arena_alloc(a, sizeof(*p));
+        ipam__v1__port__init(p);
+        p->protocol = (char *)port_proto_name(l->ports[i].proto);
+        p->port = l->ports[i].port;
+        out->ports[i] = p;
+    }
+    out->sharing_key = l->sharing_key;
+    out->ttl_seconds = l->ttl;
+    out->expire_time = l->expire_time;
+    out->create_time = l->create_time;
+    out->create_revision = l->create_revision;
+    out->revision = l->revision;
+}
+
+static Ipam__V1__FamilyStats *family_stats(struct arena *a, ipam_u128 total, ipam_u128 used)
+{
+    Ipam__V1__FamilyStats *f = arena_alloc(a, sizeof(*f));
+    ipam__v1__family_stats__init(f);
+    f->total = ipam_u128_format(total, arena_alloc(a, IPAM_U128_STRLEN));
+    f->used = ipam_u128_format(used, arena_alloc(a, IPAM_U128_STRLEN));
+    f->free = ipam_u128_format(total - used, arena_alloc(a, IPAM_U128_STRLEN));
+    return f;
+}
+
+void pool_to_pb(struct arena *a, const struct pool *p, bool with_status, Ipam__V1__Pool *out)
+{
+    ipam__v1__pool__init(out);
+    out->name = p->name;
+    out->space = p->space->name;
+    out->n_blocks = p->nblocks;
+    out->blocks = p->blocks;
+    out->search_order = p->order;
+    out->skip_end_ips = p->skip_end_ips;
+    out->avoid_buggy_ips = p->avoid_buggy_ips;
+    out->allow_share = p->allow_share;
+    out->create_revision = p->create_revision;
+    out->revision = p->revision;
+    if (!with_status)
+        return;
+    out->dhcp = p->dhcp;
+    out->n_ranges = p->set.n;
+    out->ranges = arena_alloc(a, p->set.n * sizeof(char *));
+    for (size_t i = 0; i < p->set.n; i++)
+        out->ranges[i] = ipam_range_format(p->set.r[i], arena_alloc(a, IPAM_BLOCK_STRLEN));
+    struct pool_stats ps;
+    st_pool_stats(p, &ps);
+    out->ipv4 = family_stats(a, ps.total[0], ps.used[0]);
+    out->ipv6 = family_stats(a, ps.total[1], ps.used[1]);
+    out->leases = p->nleases;
+}
+
+uint8_t *pb_pack(const ProtobufCMessage *m, size_t *len)
+{
+    *len = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf = xmalloc(*len);
+    protobuf_c_message_pack(m, buf);
+    return buf;
+}
