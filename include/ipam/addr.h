@@ -48,15 +48,19 @@ typedef struct {
 } ipam_block;
 
 /* Parses "addr/prefix" or "start-end" (spaces around the whole entry and
- * around '-' are tolerated). Host bits of a CIDR are masked. Returns 0, or -1
- * with a message quoting the entry in err (errlen bytes, always terminated):
- * unparsable address, prefix out of range, start after end, mixed families. */
+ * around '-' are tolerated). Host bits of a CIDR are masked. The prefix is
+ * plain decimal without a leading zero; a bare address (no '/' or '-') is
+ * not a block. Returns 0, or -1 with a message quoting the entry in err
+ * (errlen bytes, always terminated; err may be NULL): empty entry,
+ * unparsable address or prefix, prefix out of range, start after end, mixed
+ * families. */
 int ipam_block_parse(const char *s, size_t len, ipam_block *out, char *err, size_t errlen);
 
 /* Formats a u128 as a decimal string into buf (IPAM_U128_STRLEN bytes). */
 char *ipam_u128_format(ipam_u128 v, char *buf);
 
-/* Parses a decimal u128; returns 0, or -1 on anything else or overflow. */
+/* Parses a decimal u128 (digits only, leading zeros allowed); returns 0, or
+ * -1 on anything else or overflow. */
 int ipam_u128_parse(const char *s, ipam_u128 *out);
 
 #endif

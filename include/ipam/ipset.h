@@ -1,9 +1,13 @@
-/* Interval sets: sorted, disjoint, non-adjacent inclusive address ranges.
+/* Interval sets: sorted, disjoint inclusive address ranges.
  *
  * A pool's address set is one of these: its blocks merged. Memory is one array
  * of ranges, never one entry per address, so a /64 costs what a /30 costs.
- * The set owns its array; ipam_set_free releases it. Functions returning int
- * return 0, or -1 when memory runs out (the set is then unchanged). */
+ * Every range holds addresses of one family. Ranges of one family are never
+ * adjacent; ranges of different families may be (::fffe:ffff:ffff and 0.0.0.0
+ * are never merged, so counts per family stay exact). The set owns its
+ * array; ipam_set_free releases it and leaves it empty and reusable.
+ * Functions returning int return 0, or -1 when memory runs out (the set is
+ * then unchanged). */
 #ifndef IPAM_IPSET_H
 #define IPAM_IPSET_H
 
@@ -21,7 +25,9 @@ typedef struct {
 #define IPAM_SET_INIT {NULL, 0, 0}
 
 void ipam_set_free(ipam_set *s);
-/* Adds [lo, hi], merging with overlapping and adjacent ranges. */
+/* Adds [lo, hi], merging with overlapping and adjacent ranges; a range that
+ * crosses the edges of the IPv4-mapped space is split there. lo > hi adds
+ * nothing. */
 int ipam_set_add(ipam_set *s, ipam_u128 lo, ipam_u128 hi);
 bool ipam_set_contains(const ipam_set *s, ipam_u128 a);
 /* Index of the range holding a, or of the first range after a (s->n if none). */
@@ -35,8 +41,9 @@ bool ipam_set_equal(const ipam_set *a, const ipam_set *b);
 /* Builds a pool's set from its block strings: each parsed as by
  * ipam_block_parse; with skip_end_ips, the first and last address of IPv4
  * CIDRs shorter than /31 are dropped; then everything is merged. IPv6 blocks
- * touching the IPv4-mapped range ::ffff:0:0/96 are refused. Returns 0, or -1
- * with a message quoting the first bad entry in err (out is then empty). */
+ * touching the IPv4-mapped range ::ffff:0:0/96 are refused. *out is written,
+ * never read or freed: pass a set that holds no memory. Returns 0, or -1 with
+ * a message quoting the first bad entry in err (out is then empty). */
 int ipam_set_from_blocks(const char *const *blocks, size_t n, bool skip_end_ips,
                          ipam_set *out, char *err, size_t errlen);
 
