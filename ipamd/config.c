@@ -41,7 +41,7 @@ typedef int (*setter)(Ipam__V1__Pool *p, const char *v, char *why, size_t n);
 
 static int set_blocks(Ipam__V1__Pool *p, const char *v, char *why, size_t n)
 {
-    for (const char *s = v; *s;) {
+    for (const char *s = v;;) {
         const char *c = strchr(s, ',');
         size_t len = c ? (size_t)(c - s) : strlen(s);
         char *entry = dup_range(s, len);
@@ -62,7 +62,9 @@ static int set_blocks(Ipam__V1__Pool *p, const char *v, char *why, size_t n)
             return -1;
         }
         p->blocks[p->n_blocks++] = entry;
-        s = c ? c + 1 : s + len;
+        if (!c)
+            break;
+        s = c + 1;
     }
     return 0;
 }

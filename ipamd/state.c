@@ -492,6 +492,15 @@ enum ipam_err st_apply_pool(struct state *s, const Ipam__V1__Pool *in, struct po
         pool_free(p);
         return e;
     }
+    if (old && old->dhcp != p->dhcp && old->nleases) {
+        /* DHCP leases hold nothing and others hold their address: switching
+         * would leave leases holding what the mode says they don't. */
+        e = ipam_fail(st, IPAM_EPRECOND,
+                      "pool `%s' has %zu leases: it cannot switch %s DHCP mode (0.0.0.0/32)",
+                      old->name, old->nleases, p->dhcp ? "to" : "from");
+        pool_free(p);
+        return e;
+    }
     if (old) {
         /* Replace in place so leases keep pointing at the same pool. */
         struct pool tmp = *old;
@@ -649,7 +658,11 @@ static bool find_shared(const struct lease *l, ipam_family f, ipam_u128 *out)
         for (size_t i = 0; i < o->naddr && o->held; i++) {
             ipam_u128 a = o->addr[i].addr;
             const struct lease *h;
-            if (ipam_family_of(a) != f || !ipam_set_contains(&l->pool->set, a))
+            /* Only what the pool would hand out itself: a requested .0 or
+             * .255 is honoured for its holder, never offered to sharers
+             * of a pool that avoids them. */
+            if (ipam_family_of(a) != f || !ipam_set_contains(&l->pool->set, a) ||
+                (l->pool->avoid_buggy_ips && ipam_is_buggy(a)))
                 continue;
             if (found && (desc ? a <= *out : a >= *out))
                 continue;
@@ -672,6 +685,12 @@ static enum ipam_err existing_lease(const struct lease *l, const Ipam__V1__Alloc
         return ipam_fail(st, IPAM_EPRECOND,
                          "owner `%s' already holds %s from pool `%s': release it first", l->owner,
                          ipam_addr_format(l->addr[0].addr, buf), l->pool_name);
+    /* A static reservation's space is what its pool is to other leases. */
+    const char *space = req->space[0] ? req->space : IPAM_DEFAULT_SPACE;
+    if (!l->pool_name[0] && strcmp(l->space->name, space) != 0)
+        return ipam_fail(st, IPAM_EPRECOND,
+                         "owner `%s' already holds %s in space `%s': release it first", l->owner,
+                         ipam_addr_format(l->addr[0].addr, buf), l->space->name);
     for (size_t i = 0; i < req->n_addresses; i++) {
         ipam_u128 a;
         bool held = false;
@@ -1011,7 +1030,7 @@ static int load_lease(struct state *s, const char *key, const uint8_t *data, siz
         }
     l->naddr = (uint8_t)m->n_addresses;
     /* A DHCP lease is exactly 0.0.0.0 and holds nothing. */
-    l->held = !(l->naddr == 1 && l->addr[0].addr == ipam_v4(0) && l->pool && l->pool->dhcp);
+    l->held = !(l->pool && l->pool->dhcp); /* A pool never switches mode with leases. */
     struct label labels[MAX_LABELS];
     for (size_t i = 0; i < m->n_labels && i < MAX_LABELS; i++)
         labels[i] = (struct label){m->labels[i]->key, m->labels[i]->value};

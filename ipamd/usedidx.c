@@ -239,7 +239,9 @@ static ipam_u128 tree_count(const struct avl *t, ipam_u128 lo, ipam_u128 hi)
 ipam_u128 usedidx_count(const struct usedidx *u, ipam_u128 lo, ipam_u128 hi, bool avoid_buggy)
 {
     ipam_u128 c = tree_count(&u->used, lo, hi);
-    if (avoid_buggy && ipam_is_v4(lo))
+    /* The buggy tree holds IPv4 addresses only, so this is exact for any
+     * range, also one that starts below the IPv4-mapped space. */
+    if (avoid_buggy)
         c -= tree_count(&u->buggy, lo, hi);
     return c;
 }
