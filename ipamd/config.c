@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ipam/ipset.h"
+
 static char *dup_range(const char *s, size_t n)
 {
     char *d = malloc(n + 1);
@@ -41,31 +43,26 @@ typedef int (*setter)(Ipam__V1__Pool *p, const char *v, char *why, size_t n);
 
 static int set_blocks(Ipam__V1__Pool *p, const char *v, char *why, size_t n)
 {
-    for (const char *s = v;;) {
-        const char *c = strchr(s, ',');
-        size_t len = c ? (size_t)(c - s) : strlen(s);
-        char *entry = dup_range(s, len);
-        char **nb = realloc(p->blocks, (p->n_blocks + 1) * sizeof(char *));
-        if (!entry || !nb) {
-            free(entry);
-            if (nb)
-                p->blocks = nb;
-            snprintf(why, n, "out of memory");
-            return -1;
-        }
-        p->blocks = nb;
-        char *t = trim(entry);
-        memmove(entry, t, strlen(t) + 1);
-        if (!entry[0]) {
-            free(entry);
+    char **entries = NULL, **nb;
+    size_t k = 0;
+
+    if (ipam_list_split(v, &entries, &k, why, n) != 0) {
+        /* The splitter quotes the list; the file's reader wants the key. */
+        if (errno == EINVAL)
             snprintf(why, n, "empty entry in blocks `%s'", v);
-            return -1;
-        }
-        p->blocks[p->n_blocks++] = entry;
-        if (!c)
-            break;
-        s = c + 1;
+        return -1;
     }
+    /* A second blocks line adds to the first. */
+    nb = realloc(p->blocks, (p->n_blocks + k) * sizeof(char *));
+    if (!nb) {
+        ipam_list_free(entries, k);
+        snprintf(why, n, "out of memory");
+        return -1;
+    }
+    p->blocks = nb;
+    memcpy(p->blocks + p->n_blocks, entries, k * sizeof(char *));
+    p->n_blocks += k;
+    free(entries);
     return 0;
 }
 

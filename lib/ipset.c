@@ -1,6 +1,7 @@
 /* Interval sets of addresses: one sorted array of merged ranges per set. */
 #include "ipam/ipset.h"
 
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -228,4 +229,74 @@ char *ipam_range_format(ipam_range r, char *buf)
                  ipam_addr_format(r.hi, b));
     }
     return buf;
+}
+
+/* The white space a list entry is trimmed of: what a line may end with and
+ * what separates words, not the rarer \v and \f. */
+static bool is_list_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+void ipam_list_free(char **v, size_t n)
+{
+    if (v == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+int ipam_list_split(const char *list, char ***out, size_t *n, char *err, size_t errlen)
+{
+    const char *s = list != NULL ? list : "";
+    size_t cap = 1, k = 0;
+    char **v = NULL;
+    int rc = -1, why = ENOMEM;
+
+    *out = NULL;
+    *n = 0;
+    /* One entry more than there are commas. */
+    for (const char *c = s; *c != '\0'; c++)
+        cap += *c == ',';
+    v = calloc(cap, sizeof *v);
+    if (v == NULL)
+        goto out;
+    for (;;) {
+        const char *comma = strchr(s, ',');
+        size_t len = comma != NULL ? (size_t)(comma - s) : strlen(s);
+
+        while (len > 0 && is_list_space(*s)) {
+            s++;
+            len--;
+        }
+        while (len > 0 && is_list_space(s[len - 1]))
+            len--;
+        if (len == 0) {
+            why = EINVAL;
+            goto out;
+        }
+        v[k] = malloc(len + 1);
+        if (v[k] == NULL)
+            goto out;
+        memcpy(v[k], s, len);
+        v[k++][len] = '\0';
+        if (comma == NULL)
+            break;
+        s = comma + 1;
+    }
+    *out = v;
+    *n = k;
+    v = NULL;
+    rc = 0;
+out:
+    ipam_list_free(v, k);
+    if (rc != 0) {
+        if (err != NULL && errlen > 0 && why == EINVAL)
+            snprintf(err, errlen, "empty entry in list `%s'", list != NULL ? list : "");
+        else if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "out of memory");
+        errno = why;
+    }
+    return rc;
 }

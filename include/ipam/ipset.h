@@ -52,4 +52,16 @@ int ipam_set_from_blocks(const char *const *blocks, size_t n, bool skip_end_ips,
  * "a/32" or "a/128"), any other as "lo-hi". */
 char *ipam_range_format(ipam_range r, char *buf);
 
+/* Splits a comma-separated list into trimmed entries: a malloc'd array of
+ * malloc'd strings (free with ipam_list_free). Spaces, tabs, CR and LF around
+ * an entry are trimmed; inside it they are kept. An empty entry (",,", a
+ * leading or trailing comma, an empty list) fails with -1 and a message
+ * quoting the list in err, errno EINVAL; running out of memory fails with -1,
+ * "out of memory" and errno ENOMEM. On failure *out is NULL and *n is 0.
+ * The Kubernetes adapter's ConfigMap values and the pools file's blocks are
+ * such lists. */
+int ipam_list_split(const char *list, char ***out, size_t *n, char *err, size_t errlen);
+/* Frees the n entries of v and v itself; NULL is ignored. */
+void ipam_list_free(char **v, size_t n);
+
 #endif

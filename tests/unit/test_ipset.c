@@ -1,13 +1,13 @@
 /* Unit tests for interval sets: merging, lookups, counts, range text and kube-vip pool vectors. */
 #include "ipam/ipset.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "check.h"
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
-#define MAX_ENTRIES 16
 
 /* Parses an address the table holds; a typo in the table fails a check. */
 static ipam_u128 addr(const char *s)
@@ -18,36 +18,22 @@ static ipam_u128 addr(const char *s)
     return a;
 }
 
-/* A comma-separated pool value split into entries, as a ConfigMap gives it. */
-typedef struct {
-    char buf[512];
-    const char *v[MAX_ENTRIES];
-    size_t n;
-} entries;
-
-static void split(const char *list, entries *e)
-{
-    char *p = e->buf;
-
-    snprintf(e->buf, sizeof e->buf, "%s", list);
-    e->n = 0;
-    for (;;) {
-        char *comma = strchr(p, ',');
-        if (e->n < MAX_ENTRIES)
-            e->v[e->n++] = p;
-        if (comma == NULL)
-            break;
-        *comma = '\0';
-        p = comma + 1;
-    }
-}
-
+/* Builds a set from a comma-separated pool value, as a ConfigMap gives it.
+ * The tables hold valid lists: what the splitter refuses never reaches
+ * ipam_set_from_blocks this way (raw_pools hands it such entries directly). */
 static int from_list(const char *list, bool skip, ipam_set *out, char *err, size_t errlen)
 {
-    entries e;
+    char **v = NULL;
+    size_t n = 0;
+    int rc;
 
-    split(list, &e);
-    return ipam_set_from_blocks(e.v, e.n, skip, out, err, errlen);
+    *out = (ipam_set)IPAM_SET_INIT;
+    if (!CHECK_MSG(ipam_list_split(list, &v, &n, err, errlen) == 0, "table list `%s': %s", list,
+                   err))
+        return -1;
+    rc = ipam_set_from_blocks((const char *const *)v, n, skip, out, err, errlen);
+    ipam_list_free(v, n);
+    return rc;
 }
 
 /* The set's ranges, formatted and joined by ','. */
@@ -411,8 +397,6 @@ static const struct {
     {"192.0.2.0/24, 192.0.2.9-192.0.2.1 ", "range `192.0.2.9-192.0.2.1' starts after it ends"},
     {"192.0.2.1-2001:db8::1", "range `192.0.2.1-2001:db8::1' mixes IPv4 and IPv6"},
     {"10.0.0.0/8,192.0.2.0/33", "prefix length `33' out of range in block `192.0.2.0/33'"},
-    {"192.0.2.0/24,,10.0.0.0/8", "empty block"},
-    {"192.0.2.0/24, ", "empty block"},
     {"::/0", "IPv6 block `::/0' overlaps the IPv4-mapped range ::ffff:0:0/96"},
     {"2001:db8::/64, ::/64 ", "IPv6 block `::/64' overlaps the IPv4-mapped range ::ffff:0:0/96"},
     {"::fffe:ffff:ffff-::1:0:0:0",
@@ -446,6 +430,110 @@ static void test_bad_pools(void)
     }
 }
 
+/* ApplyPool's blocks reach ipam_set_from_blocks as they were sent, not split
+ * from a list: it trims each entry itself and refuses an empty one. */
+static const struct {
+    const char *blocks[3];
+    size_t n;
+    const char *want; /* the set's text, or the error when err is set */
+    bool err;
+} raw_pools[] = {
+    {{" 192.168.0.200/31 ", " 192.168.0.10 - 192.168.0.11\t"},
+     2,
+     "192.168.0.10/31,192.168.0.200/31",
+     false},
+    {{"192.0.2.0/24", "", "10.0.0.0/8"}, 3, "empty block", true},
+    {{"192.0.2.0/24", " \t"}, 2, "empty block", true},
+    {{"192.0.2.0/24", NULL}, 2, "empty block", true},
+    {{"2001:db8::/64", " ::/64 "},
+     2,
+     "IPv6 block `::/64' overlaps the IPv4-mapped range ::ffff:0:0/96",
+     true},
+};
+
+static void test_raw_pools(void)
+{
+    char err[160], buf[512];
+
+    for (size_t i = 0; i < N(raw_pools); i++) {
+        ipam_set s = IPAM_SET_INIT;
+        int rc;
+
+        err[0] = '\0';
+        rc = ipam_set_from_blocks(raw_pools[i].blocks, raw_pools[i].n, false, &s, err, sizeof err);
+        if (raw_pools[i].err) {
+            CHECK_MSG(rc == -1 && s.n == 0 && s.r == NULL, "row %zu must fail", i);
+            CHECK_EQ_STR(err, raw_pools[i].want);
+        } else {
+            CHECK_MSG(rc == 0, "row %zu: %s", i, err);
+            CHECK_EQ_STR(set_text(&s, buf, sizeof buf), raw_pools[i].want);
+        }
+        ipam_set_free(&s);
+    }
+}
+
+/* Lists split into entries trimmed of spaces, tabs, CR and LF; n == 0 means
+ * the list has an empty entry and is refused whole. */
+static const struct {
+    const char *list;
+    size_t n;
+    const char *want[4];
+} lists[] = {
+    {"192.0.2.0/24", 1, {"192.0.2.0/24"}},
+    {"a,b,c", 3, {"a", "b", "c"}},
+    {" a , b\t,\tc ", 3, {"a", "b", "c"}},
+    {"192.0.2.0/24, 198.51.100.10-198.51.100.20\r\n",
+     2,
+     {"192.0.2.0/24", "198.51.100.10-198.51.100.20"}},
+    {" \t x \r\n", 1, {"x"}},
+    /* White space inside an entry is the entry's. */
+    {"a b , c\td", 2, {"a b", "c\td"}},
+    {"192.168.0.10 - 192.168.0.11", 1, {"192.168.0.10 - 192.168.0.11"}},
+    /* \v and \f are not list white space. */
+    {"\va\f", 1, {"\va\f"}},
+    {"", 0, {NULL}},
+    {" ", 0, {NULL}},
+    {"\t\r\n", 0, {NULL}},
+    {",", 0, {NULL}},
+    {",,", 0, {NULL}},
+    {",a", 0, {NULL}},
+    {" , a", 0, {NULL}},
+    {"a,", 0, {NULL}},
+    {"a, ", 0, {NULL}},
+    {"a,,b", 0, {NULL}},
+    {"a, \t,b", 0, {NULL}},
+};
+
+static void test_list_split(void)
+{
+    for (size_t i = 0; i < N(lists); i++) {
+        char err[160] = "", want_err[160], *sentinel = NULL;
+        char **v = &sentinel; /* not NULL, so that a failure must write it */
+        size_t n = 99;
+        int rc;
+
+        errno = 0;
+        rc = ipam_list_split(lists[i].list, &v, &n, err, sizeof err);
+        if (lists[i].n == 0) {
+            snprintf(want_err, sizeof want_err, "empty entry in list `%s'", lists[i].list);
+            CHECK_MSG(rc == -1 && errno == EINVAL, "row %zu: list `%s' must fail with EINVAL", i,
+                      lists[i].list);
+            CHECK_MSG(v == NULL && n == 0, "row %zu: a refused list leaves no entries", i);
+            CHECK_EQ_STR(err, want_err);
+            continue;
+        }
+        if (CHECK_MSG(rc == 0 && n == lists[i].n && v != NULL,
+                      "row %zu: list `%s': rc %d, %zu entries, want %zu (%s)", i, lists[i].list, rc,
+                      n, lists[i].n, err))
+            for (size_t k = 0; k < n; k++)
+                CHECK_MSG(strcmp(v[k], lists[i].want[k]) == 0,
+                          "row %zu entry %zu: got `%s', want `%s'", i, k, v[k], lists[i].want[k]);
+        if (rc == 0)
+            ipam_list_free(v, n);
+    }
+    ipam_list_free(NULL, 0);
+}
+
 int main(void)
 {
     test_add();
@@ -456,5 +544,7 @@ int main(void)
     test_pools();
     test_counts();
     test_bad_pools();
+    test_raw_pools();
+    test_list_split();
     return check_summary();
 }

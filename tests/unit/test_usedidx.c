@@ -32,7 +32,8 @@ static const char *fmt(ipam_u128 a, char *buf)
     return ipam_addr_format(a, buf);
 }
 
-/* A comma-separated list split into entries. */
+/* A comma-separated list of the tables split into trimmed entries, held in
+ * buf; "" is no entries. */
 typedef struct {
     char buf[512];
     const char *v[MAX_ENTRIES];
@@ -41,21 +42,24 @@ typedef struct {
 
 static void split(const char *list, entries *e)
 {
-    char *p = e->buf;
+    char err[256] = "", **v = NULL;
+    size_t n = 0, used = 0;
 
-    snprintf(e->buf, sizeof e->buf, "%s", list);
     e->n = 0;
     if (list[0] == '\0')
         return;
-    for (;;) {
-        char *comma = strchr(p, ',');
-        if (e->n < MAX_ENTRIES)
-            e->v[e->n++] = p;
-        if (comma == NULL)
+    if (!CHECK_MSG(ipam_list_split(list, &v, &n, err, sizeof err) == 0, "table list: %s", err))
+        return;
+    for (size_t k = 0; k < n; k++) {
+        size_t len = strlen(v[k]) + 1;
+        if (!CHECK_MSG(k < MAX_ENTRIES && used + len <= sizeof e->buf,
+                       "table list `%s' is too long", list))
             break;
-        *comma = '\0';
-        p = comma + 1;
+        memcpy(e->buf + used, v[k], len);
+        e->v[e->n++] = e->buf + used;
+        used += len;
     }
+    ipam_list_free(v, n);
 }
 
 /* ---- kube-vip vectors: first free address ----------------------------- */
