@@ -1,0 +1,212 @@
+/* k8s-adapter: gives LoadBalancer Services their addresses from ipamd. */
+#include <getopt.h>
+#include <grpc/grpc.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "controller.h"
+#include "kube.h"
+#include "kubeconfig.h"
+
+static const struct {
+    const char *name, *arg, *help;
+} options[] = {
+    {"ipamd", "ADDR", "ipamd to use (default unix:/run/ipamd/ipamd.sock)"},
+    {"kubeconfig", "FILE", "kubeconfig to use (default $KUBECONFIG, else in-cluster)"},
+    {"context", "NAME", "kubeconfig context (default its current-context)"},
+    {"server", "URL", "API server URL without authentication, e.g. kubectl proxy's"},
+    {"resync", "SECONDS", "reconcile every Service this often (default 300; 0: never)"},
+    {"owner-prefix", "PREFIX", "lease owners are PREFIX/<namespace>/<name> (default k8s)"},
+    {"write-status", NULL, "also set status.loadBalancer.ingress"},
+    {"version", NULL, "print the version and exit"},
+    {"help", NULL, "print this help and exit"},
+};
+#define NOPTIONS (sizeof(options) / sizeof(options[0]))
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: k8s-adapter [OPTION]...\n\nGives Services of type LoadBalancer "
+               "their addresses from ipamd (kube-vip-cloud-provider compatible).\n\n");
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        char left[40];
+        snprintf(left, sizeof(left), "--%s%s%s", options[i].name, options[i].arg ? " " : "",
+                 options[i].arg ? options[i].arg : "");
+        fprintf(f, "  %-22s %s\n", left, options[i].help);
+    }
+    fprintf(f, "\nEnvironment: KUBEVIP_CONFIG_MAP (kubevip), KUBEVIP_NAMESPACE (kube-system),\n"
+               "KUBEVIP_ENABLE_LOADBALANCERCLASS (false), KUBEVIP_CUSTOM_LOADBALANCERCLASS_NAME\n"
+               "(kube-vip.io/kube-vip-class).\n");
+}
+
+/* Go's strconv.ParseBool, which kube-vip-cloud-provider uses. */
+static int parse_bool(const char *s, bool *out)
+{
+    static const char *const t[] = {"1", "t", "T", "TRUE", "true", "True"};
+    static const char *const f[] = {"0", "f", "F", "FALSE", "false", "False"};
+    for (size_t i = 0; i < 6; i++) {
+        if (!strcmp(s, t[i])) {
+            *out = true;
+            return 0;
+        }
+        if (!strcmp(s, f[i])) {
+            *out = false;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static const char *env_or(const char *name, const char *def)
+{
+    const char *v = getenv(name);
+    return v && v[0] ? v : def;
+}
+
+static volatile sig_atomic_t stop;
+
+struct sigctx {
+    sigset_t set;
+    struct ctl *ctl;
+};
+
+static void *signal_thread(void *arg)
+{
+    struct sigctx *sc = arg;
+    int sig;
+    if (sigwait(&sc->set, &sig) == 0) {
+        stop = 1;
+        ctl_wakeup(sc->ctl);
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    struct ctl_opts o = {
+        .ipamd = "unix:/run/ipamd/ipamd.sock",
+        .owner_prefix = "k8s",
+        .resync_seconds = 300,
+    };
+    const char *kubeconfig = NULL, *context = NULL, *server = NULL;
+    struct option lo[NOPTIONS + 1];
+    memset(lo, 0, sizeof(lo));
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        lo[i].name = options[i].name;
+        lo[i].has_arg = options[i].arg ? required_argument : no_argument;
+        lo[i].val = 256 + (int)i;
+    }
+    int c, idx;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", lo, &idx)) != -1) {
+        if (c == '?' || c == ':') {
+            fprintf(stderr, "k8s-adapter: unknown option or missing value: `%s'\n",
+                    argv[optind - 1]);
+            usage(stderr);
+            return 2;
+        }
+        const char *name = options[c - 256].name;
+        if (!strcmp(name, "ipamd")) {
+            o.ipamd = optarg;
+        } else if (!strcmp(name, "kubeconfig")) {
+            kubeconfig = optarg;
+        } else if (!strcmp(name, "context")) {
+            context = optarg;
+        } else if (!strcmp(name, "server")) {
+            server = optarg;
+        } else if (!strcmp(name, "resync")) {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (!optarg[0] || *end || v < 0 || v > 86400) {
+                fprintf(stderr, "k8s-adapter: --resync `%s' is not 0 to 86400 seconds\n", optarg);
+                return 2;
+            }
+            o.resync_seconds = (int)v;
+        } else if (!strcmp(name, "owner-prefix")) {
+            if (!optarg[0] || strchr(optarg, '/') || strchr(optarg, ' ')) {
+                fprintf(stderr, "k8s-adapter: --owner-prefix `%s' must be a word without '/'\n",
+                        optarg);
+                return 2;
+            }
+            o.owner_prefix = optarg;
+        } else if (!strcmp(name, "write-status")) {
+            o.write_status = true;
+        } else if (!strcmp(name, "version")) {
+            printf("k8s-adapter %s\n", ADAPTER_VERSION);
+            return 0;
+        } else {
+            usage(stdout);
+            return 0;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "k8s-adapter: unexpected argument `%s'\n", argv[optind]);
+        return 2;
+    }
+    if (server && (kubeconfig || context)) {
+        fprintf(stderr, "k8s-adapter: --server excludes --kubeconfig and --context\n");
+        return 2;
+    }
+    o.cm_name = env_or("KUBEVIP_CONFIG_MAP", "kubevip");
+    o.cm_namespace = env_or("KUBEVIP_NAMESPACE", "kube-system");
+    o.svc.class_name =
+        env_or("KUBEVIP_CUSTOM_LOADBALANCERCLASS_NAME", "kube-vip.io/kube-vip-class");
+    const char *cls = getenv("KUBEVIP_ENABLE_LOADBALANCERCLASS");
+    if (cls && cls[0] && parse_bool(cls, &o.svc.class_mode) != 0) {
+        fprintf(stderr,
+                "k8s-adapter: KUBEVIP_ENABLE_LOADBALANCERCLASS `%s' is not a boolean "
+                "(true/false, 1/0, t/f)\n",
+                cls);
+        return 2;
+    }
+
+    char err[1024];
+    struct kube_config cfg = {0};
+    int rc;
+    if (server)
+        rc = kube_config_server(&cfg, server, err, sizeof(err));
+    else if (kubeconfig || context || getenv("KUBECONFIG"))
+        rc = kube_config_load_kubeconfig(&cfg, kubeconfig, context, err, sizeof(err));
+    else
+        rc = kube_config_in_cluster(&cfg, err, sizeof(err));
+    if (rc != 0) {
+        fprintf(stderr, "k8s-adapter: %s\n", err);
+        return 1;
+    }
+
+    struct sigctx sc;
+    sigemptyset(&sc.set);
+    sigaddset(&sc.set, SIGTERM);
+    sigaddset(&sc.set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sc.set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct kube *k = kube_new(&cfg, err, sizeof(err));
+    kube_config_free(&cfg);
+    if (!k) {
+        fprintf(stderr, "k8s-adapter: %s\n", err);
+        return 1;
+    }
+    grpc_init();
+    struct ctl *ctl = ctl_new(&o, k);
+    sc.ctl = ctl;
+    pthread_t th;
+    if (pthread_create(&th, NULL, signal_thread, &sc) != 0) {
+        fprintf(stderr, "k8s-adapter: cannot start the signal thread\n");
+        rc = 1;
+    } else {
+        fprintf(stderr, "k8s-adapter %s: ipamd %s, ConfigMap %s/%s%s%s\n", ADAPTER_VERSION, o.ipamd,
+                o.cm_namespace, o.cm_name, o.svc.class_mode ? ", class " : "",
+                o.svc.class_mode ? o.svc.class_name : "");
+        rc = ctl_run(ctl, &stop);
+        pthread_kill(th, SIGTERM); /* Unblocks the signal thread if we stopped on our own. */
+        pthread_join(th, NULL);
+    }
+    ctl_free(ctl);
+    kube_free(k);
+    grpc_shutdown();
+    return rc;
+}
