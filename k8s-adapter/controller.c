@@ -216,6 +216,9 @@ struct ctl {
     pthread_mutex_t stream_mu;
     ipam_stream *stream;
     int64_t next_resync;
+    /* Leases created after this ipamd revision may belong to Services the
+     * cache has not seen yet (another adapter made them): not orphans yet. */
+    uint64_t resync_rev;
 };
 
 static void owner_of(const struct ctl *c, const char *ns, const char *name, char *buf, size_t len)
@@ -1075,8 +1078,25 @@ static bool has_address(const cJSON *obj, const struct svc_opts *o)
     return r;
 }
 
-/* Releases leases of ours whose Service is gone or no longer handled. */
-static int release_orphans(struct ctl *c)
+/* ipamd's current revision, or 0 when it can't be read. */
+static uint64_t ipamd_revision(struct ctl *c)
+{
+    Ipam__V1__ListPoolsRequest req = IPAM__V1__LIST_POOLS_REQUEST__INIT;
+    ProtobufCMessage *resp;
+    char *msg = NULL;
+    uint64_t rev = 0;
+    if (ipam_call(c, IPAM_METHOD_LIST_POOLS, &req.base, &resp, &msg) == GRPC_STATUS_OK)
+        rev = ((Ipam__V1__ListPoolsResponse *)resp)->revision;
+    if (resp)
+        protobuf_c_message_free_unpacked(resp, NULL);
+    free(msg);
+    return rev;
+}
+
+/* Releases leases of ours whose Service is gone or no longer handled, among
+ * those created at or before max_rev: a younger lease may be another
+ * adapter's, for a Service this one has not seen yet. */
+static int release_orphans(struct ctl *c, uint64_t max_rev)
 {
     char prefix[300], *token = NULL;
     snprintf(prefix, sizeof(prefix), "%s/", c->o.owner_prefix);
@@ -1097,6 +1117,8 @@ static int release_orphans(struct ctl *c)
         }
         const Ipam__V1__ListLeasesResponse *r = (const void *)resp;
         for (size_t i = 0; i < r->n_leases; i++) {
+            if (r->leases[i]->create_revision > max_rev)
+                continue;
             const char *key = r->leases[i]->owner + strlen(prefix);
             const cJSON *obj = strmap_get(&c->svcs, key);
             struct svc s;
@@ -1129,6 +1151,9 @@ static int sync_all(struct ctl *c)
 {
     char err[800];
     stop_watches(c);
+    /* Every lease up to this revision has its Service in the list below,
+     * unless the Service is gone. */
+    uint64_t before = ipamd_revision(c);
     if (get_config(c, err, sizeof(err)) != 0 || list_services(c, err, sizeof(err)) != 0) {
         log_warn("start-up: %s", err);
         return -1;
@@ -1161,8 +1186,9 @@ static int sync_all(struct ctl *c)
             return -1;
     }
     /* 3. Orphans. */
-    if (release_orphans(c) != 0)
+    if (release_orphans(c, before) != 0)
         return -1;
+    c->resync_rev = before;
     log_info("synchronised: %zu Services re-claimed, %zu others reconciled", claimed, pending);
     start_watches(c);
     c->need_relist = false;
@@ -1298,7 +1324,11 @@ int ctl_run(struct ctl *c, volatile sig_atomic_t *stop)
             void *v;
             while (strmap_next(&c->svcs, &i, &k, &v))
                 q_add(&c->q, k);
-            release_orphans(c);
+            /* Leases older than the previous resync had a whole period for
+             * their Service to reach the cache. */
+            uint64_t now_rev = ipamd_revision(c);
+            release_orphans(c, c->resync_rev);
+            c->resync_rev = now_rev;
             c->next_resync = now_ms() + (int64_t)c->o.resync_seconds * 1000;
             to_resync = c->o.resync_seconds * 1000;
         }
