@@ -6,9 +6,12 @@
  * Modes: health (grpc.health.v1.Health/Check, the transport ceiling),
  * mixed (Allocate a new owner, then Release it, alternating per slot),
  * idem (Allocate for owners that already hold a lease: K owners, made first),
- * fill (Allocate K new owners once, as fast as possible, then stop).
+ * fill (Allocate K new owners once, as fast as possible, then stop),
+ * list (page through every lease with ListLeases, one page in flight; rate is
+ * leases per second).
  * Prints one JSON object: mode, calls, seconds, rate, p50_us, p99_us, errors. */
 #include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
@@ -25,7 +28,7 @@
 
 #define MAX_LAT 4000000
 
-enum mode { HEALTH, MIXED, IDEM, FILL };
+enum mode { HEALTH, MIXED, IDEM, FILL, LIST };
 
 struct slot {
     int index;
@@ -46,7 +49,10 @@ static struct {
     double seconds;
     uint64_t owners;
     grpc_channel **ch;
-    void **m_health, **m_alloc, **m_release;
+    void **m_health, **m_alloc, **m_release, **m_list;
+    char token[512];
+    uint64_t leases;
+    bool list_done;
     grpc_completion_queue *cq;
     uint64_t next_owner, calls, errors;
     uint32_t *lat;
@@ -75,7 +81,13 @@ static void start(struct slot *s)
     int c = s->index % g.channels;
     void *method;
     char owner[96];
-    if (g.mode == HEALTH) {
+    if (g.mode == LIST) {
+        Ipam__V1__ListLeasesRequest r = IPAM__V1__LIST_LEASES_REQUEST__INIT;
+        r.page_size = 10000;
+        r.page_token = g.token;
+        s->send = pack(&r.base);
+        method = g.m_list[c];
+    } else if (g.mode == HEALTH) {
         Grpc__Health__V1__HealthCheckRequest r = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
         s->send = pack(&r.base);
         method = g.m_health[c];
@@ -139,6 +151,26 @@ static void finish(struct slot *s)
             fprintf(stderr, "loadgen: call failed: %d %s\n", s->status, d);
             gpr_free(d);
         }
+    }
+    if (g.mode == LIST && s->recv && s->status == GRPC_STATUS_OK) {
+        grpc_byte_buffer_reader r;
+        grpc_byte_buffer_reader_init(&r, s->recv);
+        grpc_slice sl = grpc_byte_buffer_reader_readall(&r);
+        Ipam__V1__ListLeasesResponse *m = ipam__v1__list_leases_response__unpack(
+            NULL, GRPC_SLICE_LENGTH(sl), GRPC_SLICE_START_PTR(sl));
+        grpc_slice_unref(sl);
+        grpc_byte_buffer_reader_destroy(&r);
+        if (m) {
+            g.leases += m->n_leases;
+            snprintf(g.token, sizeof(g.token), "%s", m->next_page_token);
+            g.list_done = !m->next_page_token[0];
+            ipam__v1__list_leases_response__free_unpacked(m, NULL);
+        } else {
+            g.errors++;
+            g.list_done = true;
+        }
+    } else if (g.mode == LIST) {
+        g.list_done = true;
     }
     grpc_slice_unref(s->details);
     grpc_byte_buffer_destroy(s->send);
@@ -207,6 +239,8 @@ int main(int argc, char **argv)
         g.mode = IDEM;
     else if (!strcmp(mode, "fill"))
         g.mode = FILL;
+    else if (!strcmp(mode, "list"))
+        g.mode = LIST;
     else
         usage();
 
@@ -216,6 +250,7 @@ int main(int argc, char **argv)
     g.m_health = calloc((size_t)g.channels, sizeof(void *));
     g.m_alloc = calloc((size_t)g.channels, sizeof(void *));
     g.m_release = calloc((size_t)g.channels, sizeof(void *));
+    g.m_list = calloc((size_t)g.channels, sizeof(void *));
     g.lat = malloc(MAX_LAT * sizeof(uint32_t));
     for (int c = 0; c < g.channels; c++) {
         grpc_channel_credentials *cr = grpc_insecure_credentials_create();
@@ -227,11 +262,14 @@ int main(int argc, char **argv)
         g.m_health[c] = grpc_channel_register_call(g.ch[c], "/grpc.health.v1.Health/Check", NULL, NULL);
         g.m_alloc[c] = grpc_channel_register_call(g.ch[c], "/ipam.v1.Ipam/Allocate", NULL, NULL);
         g.m_release[c] = grpc_channel_register_call(g.ch[c], "/ipam.v1.Ipam/Release", NULL, NULL);
+        g.m_list[c] = grpc_channel_register_call(g.ch[c], "/ipam.v1.Ipam/ListLeases", NULL, NULL);
     }
     struct slot *slots = calloc((size_t)g.inflight, sizeof(*slots));
     int64_t t0 = now_us(), end = t0 + (int64_t)(g.seconds * 1e6);
     int active = 0;
     uint64_t limit = g.mode == FILL ? g.owners : UINT64_MAX;
+    if (g.mode == LIST)
+        g.inflight = 1; /* Each page needs the previous page's token. */
     for (int i = 0; i < g.inflight && g.next_owner < limit; i++) {
         slots[i].index = i;
         start(&slots[i]);
@@ -243,7 +281,9 @@ int main(int argc, char **argv)
             break;
         struct slot *s = ev.tag;
         finish(s);
-        bool more = g.mode == FILL ? g.next_owner < limit : now_us() < end || s->releasing;
+        bool more = g.mode == FILL   ? g.next_owner < limit
+                    : g.mode == LIST ? !g.list_done
+                                     : now_us() < end || s->releasing;
         if (more)
             start(s);
         else
@@ -253,10 +293,11 @@ int main(int argc, char **argv)
     qsort(g.lat, g.nlat, sizeof(uint32_t), cmp_u32);
     uint32_t p50 = g.nlat ? g.lat[g.nlat / 2] : 0;
     uint32_t p99 = g.nlat ? g.lat[(size_t)((double)g.nlat * 0.99)] : 0;
-    printf("{\"mode\":\"%s\",\"inflight\":%d,\"calls\":%llu,\"seconds\":%.3f,\"rate\":%.1f,"
-           "\"p50_us\":%u,\"p99_us\":%u,\"errors\":%llu}\n",
-           mode, g.inflight, (unsigned long long)g.calls, secs, (double)g.calls / secs, p50, p99,
-           (unsigned long long)g.errors);
+    double rate = (double)(g.mode == LIST ? g.leases : g.calls) / secs;
+    printf("{\"mode\":\"%s\",\"inflight\":%d,\"calls\":%llu,\"leases\":%llu,\"seconds\":%.3f,"
+           "\"rate\":%.1f,\"p50_us\":%u,\"p99_us\":%u,\"errors\":%llu}\n",
+           mode, g.inflight, (unsigned long long)g.calls, (unsigned long long)g.leases, secs, rate,
+           p50, p99, (unsigned long long)g.errors);
     for (int c = 0; c < g.channels; c++)
         grpc_channel_destroy(g.ch[c]);
     grpc_completion_queue_shutdown(g.cq);
@@ -269,6 +310,7 @@ int main(int argc, char **argv)
     free(g.m_health);
     free(g.m_alloc);
     free(g.m_release);
+    free(g.m_list);
     free(g.lat);
     grpc_shutdown();
     return g.errors ? 1 : 0;

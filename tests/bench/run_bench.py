@@ -7,7 +7,12 @@ transport ceiling, grpc.health.v1.Health/Check, and reported as a ratio to it:
 this machine is shared and noisy, so absolute numbers mean little.
 
     tests/bench/run_bench.py [--short] [-o table|json] [--seconds S] [--inflight N]
-        [--ipamd PATH] [--loadgen PATH]
+        [--scale N] [--ipamd PATH] [--loadgen PATH]
+
+Two parts: throughput (Health/Check ceiling, Allocate+Release mixed, idempotent
+Allocate) and scale (fill an IPv6 /64 pool with N leases and the IPv4 benchmark
+range 198.18.0.0/15 to 130,000: p99 Allocate latency at 1k vs at N leases,
+resident memory per lease, ListLeases paging rate, restart time to SERVING).
 """
 
 import argparse
@@ -43,15 +48,82 @@ def loadgen(args, target, mode, **opts):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def wait_serving(ctl, target, proc, deadline=30.0):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
+def wait_serving(ctl, target, proc, deadline=120.0):
+    """Returns the seconds it took until Health/Check answered SERVING."""
+    start = time.monotonic()
+    while time.monotonic() < start + deadline:
         if proc.poll() is not None:
             raise SystemExit(f"ipamd exited with {proc.returncode}")
         if subprocess.run([ctl, "--server", target, "health"], capture_output=True).returncode == 0:
-            return
-        time.sleep(0.05)  # polling a condition with a deadline, not synchronising on time
+            return time.monotonic() - start
+        time.sleep(0.02)  # polling a condition with a deadline, not synchronising on time
     raise SystemExit("ipamd did not become SERVING")
+
+
+def rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def start_ipamd(args, work):
+    target = f"unix:{work}/ipamd.sock"
+    proc = subprocess.Popen([args.ipamd, "--listen", target, "--data-dir", str(work / "data"),
+                             "--log-level", "warn"], stdin=subprocess.DEVNULL,
+                            stderr=open(work / "ipamd.log", "a"))
+    return target, proc
+
+
+def stop_ipamd(proc, work):
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=120)
+    if code != 0:
+        sys.exit(f"ipamd exited with {code}:\n{(work / 'ipamd.log').read_text()}")
+
+
+def scale(args, ctl):
+    """Fills pools to args.scale leases; returns result rows."""
+    n = args.scale
+    n4 = min(n, 130000)  # 198.18.0.0/15 holds 131,072 addresses
+    work = Path(tempfile.mkdtemp(prefix="ipamd-scale-"))
+    rows = []
+    try:
+        target, proc = start_ipamd(args, work)
+        wait_serving(ctl, target, proc)
+        run([ctl, "--server", target, "pool", "apply", "v6", "--block", "2001:db8:5ca1::/64"])
+        run([ctl, "--server", target, "pool", "apply", "v4", "--block", "198.18.0.0/15"])
+        rss0 = rss_kib(proc.pid)
+        small = loadgen(args, target, "fill", pool="v6", owners=1000, prefix="a/")
+        loadgen(args, target, "fill", pool="v6", owners=max(n - 2000, 0), prefix="b/")
+        large = loadgen(args, target, "fill", pool="v6", owners=1000, prefix="c/")
+        loadgen(args, target, "fill", pool="v4", owners=n4, prefix="d/")
+        total = n + n4
+        per_lease = (rss_kib(proc.pid) - rss0) * 1024 / total
+        listing = loadgen(args, target, "list")
+        stop_ipamd(proc, work)
+        target, proc = start_ipamd(args, work)
+        restart = wait_serving(ctl, target, proc)
+        stop_ipamd(proc, work)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        shutil.rmtree(work, ignore_errors=True)
+    ratio = large["p99_us"] / max(small["p99_us"], 1)
+    rows.append({"what": f"p99 Allocate at {n} / at 1k leases", "value": round(ratio, 2),
+                 "target": "<= 2", "met": ratio <= 2.0,
+                 "detail": f"{large['p99_us']} us / {small['p99_us']} us"})
+    rows.append({"what": "resident memory per lease (bytes)", "value": round(per_lease),
+                 "target": "<= 256", "met": per_lease <= 256, "detail": f"{total} leases"})
+    rows.append({"what": "ListLeases paging (leases/s)", "value": round(listing["rate"]),
+                 "target": ">= 200000", "met": listing["rate"] >= 200000,
+                 "detail": f"{listing['leases']} leases"})
+    rows.append({"what": f"restart with {total} leases to SERVING (s)", "value": round(restart, 2),
+                 "target": "<= 10 (2M leases)", "met": restart <= 10,
+                 "detail": ""})
+    if listing["leases"] != total:
+        sys.exit(f"ListLeases returned {listing['leases']} leases, {total} were allocated")
+    return rows
 
 
 def main():
@@ -60,12 +132,14 @@ def main():
     ap.add_argument("-o", dest="output", choices=["table", "json"], default="table")
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--inflight", type=int, default=64)
+    ap.add_argument("--scale", type=int, default=1000000, help="leases in the IPv6 pool")
     ap.add_argument("--ipamd", default=str(REPO / "build" / "ipamd" / "ipamd"))
     ap.add_argument("--ipamctl", default=None)
     ap.add_argument("--loadgen", default=str(REPO / "build" / "tests" / "bench" / "loadgen"))
     args = ap.parse_args()
     if args.short:
         args.seconds = 1.0
+        args.scale = 20000
     ctl = args.ipamctl or str(Path(args.ipamd).parents[1] / "clients" / "ipamctl")
 
     work = Path(tempfile.mkdtemp(prefix="ipamd-bench-"))
@@ -103,8 +177,10 @@ def main():
         rows.append(dict(r, ratio=round(ratio, 3), target=want,
                          met=None if want is None else ratio >= want))
     errors = sum(r["errors"] for r in results)
+    scale_rows = scale(args, ctl)
     if args.output == "json":
-        print(json.dumps({"ceiling": ceiling, "results": rows, "short": args.short}))
+        print(json.dumps({"ceiling": ceiling, "results": rows, "scale": scale_rows,
+                          "short": args.short}))
     else:
         print(f"{'mode':8} {'calls':>8} {'rate/s':>10} {'ratio':>6} {'target':>7} "
               f"{'p50 us':>7} {'p99 us':>7}  met")
@@ -113,6 +189,10 @@ def main():
             met = "-" if r["met"] is None else ("yes" if r["met"] else "NO")
             print(f"{r['mode']:8} {r['calls']:8} {r['rate']:10.0f} {r['ratio']:6.2f} {tgt:>7} "
                   f"{r['p50_us']:7} {r['p99_us']:7}  {met}")
+        print()
+        for r in scale_rows:
+            print(f"{r['what']:42} {r['value']:>10} {r['target']:>18}  "
+                  f"{'yes' if r['met'] else 'NO':3}  {r['detail']}")
     # The short run proves the suite works; it does not judge the machine.
     if errors or any(r["calls"] == 0 for r in results):
         sys.exit(f"benchmark calls failed ({errors} errors)")
