@@ -709,6 +709,19 @@ static enum outcome reconcile(struct ctl *c, const char *key)
         }
         goto out;
     }
+    if (s.spec_differs) {
+        /* If the lease still holds the annotation's addresses, the user
+         * edited spec.loadBalancerIP; otherwise the annotation was edited
+         * (or neither is ours yet) and the annotation says what is wanted. */
+        int rc = get_lease(c, owner, &v);
+        if (rc == GRPC_STATUS_OK && lease_has_all(&v, &s))
+            svc_prefer_spec(&s);
+        lease_view_free(&v);
+        if (rc != GRPC_STATUS_OK && rc != GRPC_STATUS_NOT_FOUND) {
+            r = RETRY;
+            goto out;
+        }
+    }
     if (s.problem) {
         post_event(c, &s, true, "SyncLoadBalancerFailed", s.problem);
         r = WAIT;
@@ -855,24 +868,36 @@ static void load_config(struct ctl *c, const cJSON *cm)
 
 static int get_config(struct ctl *c, char *err, size_t errlen)
 {
+    /* Listed rather than read, for the list's resourceVersion: the watch that
+     * follows starts there, so nothing in between is missed (a deletion
+     * included), and it is recent enough to be replayable. The object's own
+     * version may be older than the server's watch history: a watch from it
+     * gets 410 Expired, every time. */
     char path[600], *resp = NULL;
-    snprintf(path, sizeof(path), "/api/v1/namespaces/%s/configmaps/%s", c->o.cm_namespace,
-             c->o.cm_name);
+    snprintf(path, sizeof(path),
+             "/api/v1/namespaces/%s/configmaps?fieldSelector=metadata.name%%3D%s",
+             c->o.cm_namespace, c->o.cm_name);
     int code = kube_request(c->kube, "GET", path, NULL, NULL, &resp, err, errlen);
     int rc = 0;
     if (code == 200) {
-        cJSON *cm = cJSON_Parse(resp);
-        if (!cm) {
-            snprintf(err, errlen, "GET %s: malformed JSON", path);
+        cJSON *list = cJSON_Parse(resp);
+        const cJSON *items = cJSON_GetObjectItemCaseSensitive(list, "items");
+        const char *rv = obj_rv(list);
+        if (!list || !cJSON_IsArray(items) || !rv) {
+            snprintf(err, errlen, "GET %s: malformed list", path);
             rc = -1;
         } else {
+            const cJSON *cm = cJSON_GetArrayItem(items, 0);
+            if (!cJSON_IsObject(cm)) {
+                if (c->have_cm || !c->cm_rv)
+                    log_warn("ConfigMap %s/%s not found: waiting for it", c->o.cm_namespace,
+                             c->o.cm_name);
+                cm = NULL;
+            }
             load_config(c, cm);
+            set_str(&c->cm_rv, rv);
         }
-        cJSON_Delete(cm);
-    } else if (code == 404) {
-        if (c->have_cm || !c->cm_rv)
-            log_warn("ConfigMap %s/%s not found: waiting for it", c->o.cm_namespace, c->o.cm_name);
-        load_config(c, NULL);
+        cJSON_Delete(list);
     } else {
         if (code > 0)
             snprintf(err, errlen, "GET %s: HTTP %d%s%s", path, code,
@@ -1044,8 +1069,8 @@ static void start_watches(struct ctl *c)
         c->svc_watch_dead = false;
     }
     if (!c->cm_watch) {
-        /* The ConfigMap is re-read in full before the watch starts, so the
-         * watch can start from that version (or from now when absent). */
+        /* The ConfigMap is listed again before the watch starts (get_config),
+         * so the watch starts from that list's version. */
         snprintf(path, sizeof(path),
                  "/api/v1/namespaces/%s/configmaps?watch=1&allowWatchBookmarks=true&"
                  "timeoutSeconds=%d&fieldSelector=metadata.name%%3D%s%s%s",

@@ -182,15 +182,12 @@ int svc_parse(const cJSON *obj, const struct svc_opts *o, struct svc *out, char 
         out->load_balancer &&
         (o->class_mode ? has_class && !strcmp(cls->valuestring, o->class_name) : !has_class);
 
-    /* The annotation is what we wrote (or the user asked for); we always write
-     * spec.loadBalancerIP as its first address, so a spec address that is not
-     * in the annotation is a user's edit, and the latest word. */
+    /* The annotation is what we wrote (or the user asked for), and we write
+     * spec.loadBalancerIP as its first address. When they disagree, one was
+     * edited since: the caller tells which from the lease (svc_prefer_spec). */
     if (out->ann_ips && out->ann_ips[0]) {
-        bool spec_edited = out->spec_ip && !list_has(out->ann_ips, out->spec_ip);
-        if (spec_edited)
-            take_requested(out, out->spec_ip, "spec.loadBalancerIP");
-        else
-            take_requested(out, out->ann_ips, "annotation " ANN_IPS);
+        out->spec_differs = out->spec_ip && !list_has(out->ann_ips, out->spec_ip);
+        take_requested(out, out->ann_ips, "annotation " ANN_IPS);
     } else if (out->spec_ip) {
         take_requested(out, out->spec_ip, "spec.loadBalancerIP");
     }
@@ -230,6 +227,17 @@ void svc_free(struct svc *s)
         free(s->ingress[i]);
     free(s->ingress);
     memset(s, 0, sizeof(*s));
+}
+
+void svc_prefer_spec(struct svc *s)
+{
+    for (size_t i = 0; i < s->nrequested; i++)
+        free(s->requested[i]);
+    s->nrequested = 0;
+    free(s->problem);
+    s->problem = NULL;
+    take_requested(s, s->spec_ip, "spec.loadBalancerIP");
+    s->spec_differs = false;
 }
 
 void svc_key(const struct svc *s, char *buf, size_t len)

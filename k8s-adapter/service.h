@@ -46,6 +46,10 @@ struct svc {
     char *requested[2]; /* addresses asked for, validated */
     size_t nrequested;
     char *problem; /* why what it asks for is unusable, or NULL */
+    /* spec.loadBalancerIP is set and not among the annotation's addresses:
+     * one of the two was edited. requested holds the annotation's; the caller
+     * decides with the lease (svc_prefer_spec). */
+    bool spec_differs;
     int family;    /* Ipam__V1__Family */
     int primary;   /* Ipam__V1__Family: IPV6 when ipFamilies[0] is IPv6 */
     struct svc_port ports[MAX_SVC_PORTS];
@@ -57,6 +61,9 @@ struct svc {
 int svc_parse(const cJSON *obj, const struct svc_opts *o, struct svc *out, char *err,
               size_t errlen);
 void svc_free(struct svc *s);
+/* Makes spec.loadBalancerIP the requested address (when spec_differs and the
+ * lease still holds the annotation's addresses, the spec is the edit). */
+void svc_prefer_spec(struct svc *s);
 
 /* "ns/name" into buf. */
 void svc_key(const struct svc *s, char *buf, size_t len);

@@ -181,11 +181,12 @@ static void test_service_parsing(void)
          "\"LoadBalancer\",\"loadBalancerIP\":\"192.0.2.7\",\"ipFamilyPolicy\":\"RequireDualStack\"}}",
          &plain, true, "192.0.2.7", "2001:db8::7", IPAM__V1__FAMILY__FAMILY_REQUIRE_DUAL_STACK, 0,
          NULL},
-        /* A spec address that the annotation lacks is the user's edit. */
+        /* Annotation and spec disagree: the annotation is requested until the
+         * lease says the spec is the edit (test_spec_edit). */
         {"{\"metadata\":{\"namespace\":\"a\",\"name\":\"b\",\"annotations\":{"
          "\"kube-vip.io/loadbalancerIPs\":\"192.0.2.70\"}},\"spec\":{\"type\":"
          "\"LoadBalancer\",\"loadBalancerIP\":\"192.0.2.7\"}}",
-         &plain, true, "192.0.2.7", NULL, 0, 0, NULL},
+         &plain, true, "192.0.2.70", NULL, 0, 0, NULL},
         {"{\"metadata\":{\"namespace\":\"a\",\"name\":\"b\"},\"spec\":{\"type\":\"LoadBalancer\","
          "\"ipFamilyPolicy\":\"PreferDualStack\",\"ipFamilies\":[\"IPv6\",\"IPv4\"]}}",
          &plain, true, NULL, NULL, IPAM__V1__FAMILY__FAMILY_PREFER_DUAL_STACK,
@@ -246,6 +247,29 @@ static void test_service_parsing(void)
     cJSON_Delete(j);
     j = json("[1,2,3]");
     CHECK(svc_parse(j, &plain, &s, err, sizeof err) == -1);
+    cJSON_Delete(j);
+}
+
+static void test_spec_edit(void)
+{
+    cJSON *j = json("{\"metadata\":{\"namespace\":\"a\",\"name\":\"b\",\"annotations\":{"
+                    "\"kube-vip.io/loadbalancerIPs\":\"192.0.2.70,2001:db8::70\"}},\"spec\":{"
+                    "\"type\":\"LoadBalancer\",\"loadBalancerIP\":\"192.0.2.7\"}}");
+    struct svc s;
+    char err[100];
+    CHECK(svc_parse(j, &plain, &s, err, sizeof err) == 0);
+    CHECK(s.spec_differs && s.nrequested == 2 && !strcmp(s.requested[0], "192.0.2.70"));
+    svc_prefer_spec(&s);
+    CHECK(!s.spec_differs && s.nrequested == 1 && !strcmp(s.requested[0], "192.0.2.7"));
+    svc_free(&s);
+    cJSON_Delete(j);
+    /* A spec address among the annotation's is no edit. */
+    j = json("{\"metadata\":{\"namespace\":\"a\",\"name\":\"b\",\"annotations\":{"
+             "\"kube-vip.io/loadbalancerIPs\":\"192.0.2.70, 192.0.2.7x\"}},\"spec\":{"
+             "\"type\":\"LoadBalancer\",\"loadBalancerIP\":\"192.0.2.7\"}}");
+    CHECK(svc_parse(j, &plain, &s, err, sizeof err) == 0);
+    CHECK(s.spec_differs); /* "192.0.2.7x" is not "192.0.2.7": whole entries only */
+    svc_free(&s);
     cJSON_Delete(j);
 }
 
@@ -320,6 +344,7 @@ int main(void)
     test_pool_values();
     test_options();
     test_service_parsing();
+    test_spec_edit();
     test_ports();
     test_patches();
     return check_summary();
