@@ -13,7 +13,6 @@ import ipaddress
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,35 +27,10 @@ for _p in (REPO / "tests" / "integration", REPO / "tests" / "k8s"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-import fake_apiserver  # noqa: E402
 import ipam_client  # noqa: E402
 from ipam_client import Daemon  # noqa: E402
 from fake_apiserver import ApiError, FakeApiServer  # noqa: E402,F401
 
-
-def _no_nagle():
-    """Workaround for the test API server: it writes a response's headers and body
-    in separate send()s on a socket with Nagle's algorithm on, so on a kept-alive
-    connection the body waits for the client's delayed ACK: ~40 ms per request, which
-    makes a 200-Service scenario take half a minute. TCP_NODELAY on its accepted
-    sockets removes the wait; nothing else changes."""
-    handler = getattr(fake_apiserver, "_Handler", None)
-    if handler is None or getattr(handler, "_nodelay_workaround", False):
-        return
-    orig = handler.setup
-
-    def setup(self):
-        try:
-            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-        orig(self)
-
-    handler.setup = setup
-    handler._nodelay_workaround = True
-
-
-_no_nagle()
 
 # A wait that fails after this long means the adapter never got there. Generous:
 # the suite also runs under AddressSanitizer on two cores.
