@@ -1290,7 +1290,7 @@ static bool ipamd_ready(struct ctl *c, volatile sig_atomic_t *stop)
         if (rc == GRPC_STATUS_OK && serving == 1)
             return true;
         kube_run(c->kube, (int)backoff); /* Waits, and keeps nothing else waiting. */
-        backoff = backoff * 2 < 5000 ? backoff * 2 : 5000;
+        backoff = backoff * 2 < 1000 ? backoff * 2 : 1000;
     }
     return false;
 }
