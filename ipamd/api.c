@@ -124,8 +124,8 @@ static enum ipam_err release(struct api_ctx *c, const ProtobufCMessage *in,
     r->lease = lease_msg(c, l);
     /* The reply must own its strings: the lease is gone once it's packed. */
     r->lease->owner = arena_strdup(&c->arena, l->owner);
-    r->lease->pool = arena_strdup(&c->arena, l->pool_name);
-    r->lease->sharing_key = arena_strdup(&c->arena, l->sharing_key);
+    r->lease->pool = arena_strdup(&c->arena, lease_pool_name(l));
+    r->lease->sharing_key = arena_strdup(&c->arena, lease_sharing_key(l));
     r->lease->space = arena_strdup(&c->arena, l->space->name);
     for (size_t i = 0; i < r->lease->n_labels; i++) {
         r->lease->labels[i]->key = arena_strdup(&c->arena, l->labels[i].key);
@@ -166,7 +166,7 @@ static enum ipam_err get_lease(struct api_ctx *c, const ProtobufCMessage *in,
 
 static bool lease_matches(const struct lease *l, const Ipam__V1__ListLeasesRequest *req)
 {
-    if (req->pool[0] && strcmp(req->pool, l->pool_name) != 0)
+    if (req->pool[0] && strcmp(req->pool, lease_pool_name(l)) != 0)
         return false;
     for (size_t i = 0; i < req->n_labels; i++) {
         bool found = false;

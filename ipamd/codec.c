@@ -73,7 +73,7 @@ void lease_to_pb(struct arena *a, const struct lease *l, Ipam__V1__Lease *out)
 {
     ipam__v1__lease__init(out);
     out->owner = l->owner;
-    out->pool = l->pool_name;
+    out->pool = (char *)lease_pool_name(l);
     out->space = l->space->name;
     out->n_addresses = l->naddr;
     out->addresses = arena_alloc(a, l->naddr * sizeof(char *));
@@ -97,7 +97,7 @@ void lease_to_pb(struct arena *a, const struct lease *l, Ipam__V1__Lease *out)
         p->port = l->ports[i].port;
         out->ports[i] = p;
     }
-    out->sharing_key = l->sharing_key;
+    out->sharing_key = (char *)lease_sharing_key(l);
     out->ttl_seconds = l->ttl;
     out->expire_time = l->expire_time;
     out->create_time = l->create_time;

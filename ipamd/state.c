@@ -168,12 +168,20 @@ static void pool_free(struct pool *p)
     free(p);
 }
 
+/* A zeroed lease with its owner stored in the same allocation. */
+static struct lease *lease_new(const char *owner)
+{
+    size_t n = strlen(owner) + 1;
+    struct lease *l = xcalloc(1, sizeof(*l) + n);
+    l->owner = (char *)(l + 1);
+    memcpy(l->owner, owner, n);
+    return l;
+}
+
 void lease_free(struct lease *l)
 {
     if (!l)
         return;
-    free(l->owner);
-    free(l->pool_name);
     for (size_t i = 0; i < l->nlabels; i++) {
         free(l->labels[i].key);
         free(l->labels[i].value);
@@ -216,7 +224,6 @@ static void lease_detach(struct state *s, struct lease *l)
         if (l->pool_next)
             l->pool_next->pool_prev = l->pool_prev;
         l->pool->nleases--;
-        l->pool = NULL;
     }
     for (size_t i = 0; i < l->naddr && l->held; i++)
         unhold(l->space, &l->addr[i]);
@@ -376,7 +383,7 @@ static enum ipam_err take_labels(struct lease *l, const struct label *in, size_t
             if (strcmp(in[i].key, in[j].key) == 0)
                 return ipam_fail(st, IPAM_EINVAL, "label `%s' given twice", in[i].key);
     }
-    l->labels = xcalloc(n, sizeof(*l->labels));
+    l->labels = n ? xcalloc(n, sizeof(*l->labels)) : NULL;
     for (size_t i = 0; i < n; i++) {
         l->labels[i].key = xstrdup(in[i].key);
         l->labels[i].value = xstrdup(in[i].value);
@@ -390,7 +397,7 @@ static enum ipam_err take_ports(struct lease *l, Ipam__V1__Port **in, size_t n,
 {
     if (n > MAX_PORTS)
         return ipam_fail(st, IPAM_EINVAL, "too many ports (%zu, at most %d)", n, MAX_PORTS);
-    l->ports = xcalloc(n, sizeof(*l->ports));
+    l->ports = n ? xcalloc(n, sizeof(*l->ports)) : NULL;
     for (size_t i = 0; i < n; i++) {
         int proto = port_proto_parse(in[i]->protocol);
         if (!proto)
@@ -637,7 +644,7 @@ static bool can_hold(const struct lease *l, ipam_u128 addr, const struct lease *
     bool allow = l->pool && l->pool->allow_share;
     for (const struct lease_addr *h = first_holder(l->space, addr); h; h = next_holder(h)) {
         const struct lease *o = h->lease;
-        bool same_key = l->sharing_key[0] && strcmp(l->sharing_key, o->sharing_key) == 0;
+        bool same_key = l->sharing_key && strcmp(l->sharing_key, lease_sharing_key(o)) == 0;
         bool both_allow = allow && o->pool && o->pool->allow_share;
         if (!l->nports || !o->nports || !(same_key || both_allow) ||
             !ports_disjoint(l->ports, l->nports, o->ports, o->nports)) {
@@ -681,13 +688,13 @@ static enum ipam_err existing_lease(const struct lease *l, const Ipam__V1__Alloc
                                     struct ipam_status *st)
 {
     char buf[IPAM_ADDR_STRLEN];
-    if (strcmp(l->pool_name, req->pool) != 0)
+    if (strcmp(lease_pool_name(l), req->pool) != 0)
         return ipam_fail(st, IPAM_EPRECOND,
                          "owner `%s' already holds %s from pool `%s': release it first", l->owner,
-                         ipam_addr_format(l->addr[0].addr, buf), l->pool_name);
+                         ipam_addr_format(l->addr[0].addr, buf), lease_pool_name(l));
     /* A static reservation's space is what its pool is to other leases. */
     const char *space = req->space[0] ? req->space : IPAM_DEFAULT_SPACE;
-    if (!l->pool_name[0] && strcmp(l->space->name, space) != 0)
+    if (!l->pool && strcmp(l->space->name, space) != 0)
         return ipam_fail(st, IPAM_EPRECOND,
                          "owner `%s' already holds %s in space `%s': release it first", l->owner,
                          ipam_addr_format(l->addr[0].addr, buf), l->space->name);
@@ -800,7 +807,7 @@ static enum ipam_err choose_addresses(struct state *s, struct lease *l,
         return IPAM_OK;
     }
 
-    bool sharing = l->nports && (l->sharing_key[0] || (l->pool && l->pool->allow_share));
+    bool sharing = l->nports && (l->sharing_key || (l->pool && l->pool->allow_share));
     enum ipam_err miss = IPAM_OK;
     for (int i = 0; i < nf; i++) {
         int k = fams[i];
@@ -863,7 +870,7 @@ enum ipam_err st_allocate(struct state *s, const Ipam__V1__AllocateRequest *req,
                          "invalid sharing key `%.64s': printable characters, no spaces",
                          req->sharing_key);
 
-    struct lease *l = xcalloc(1, sizeof(*l));
+    struct lease *l = lease_new(req->owner);
     enum ipam_err e;
     if (req->pool[0]) {
         l->pool = st_pool(s, req->pool);
@@ -885,7 +892,7 @@ enum ipam_err st_allocate(struct state *s, const Ipam__V1__AllocateRequest *req,
         }
         l->space = space_get(s, space, true);
     }
-    l->sharing_key = xstrdup(req->sharing_key);
+    l->sharing_key = req->sharing_key[0] ? xstrdup(req->sharing_key) : NULL;
     struct label labels[MAX_LABELS];
     for (size_t i = 0; i < req->n_labels && i < MAX_LABELS; i++)
         labels[i] = (struct label){req->labels[i]->key, req->labels[i]->value};
@@ -894,8 +901,6 @@ enum ipam_err st_allocate(struct state *s, const Ipam__V1__AllocateRequest *req,
         (e = choose_addresses(s, l, req, st)))
         goto fail;
 
-    l->owner = xstrdup(req->owner);
-    l->pool_name = xstrdup(req->pool);
     l->ttl = req->ttl_seconds;
     l->create_time = time(NULL);
     l->expire_time = l->ttl ? l->create_time + l->ttl : 0;
@@ -1007,7 +1012,7 @@ static int load_lease(struct state *s, const char *key, const uint8_t *data, siz
         snprintf(err, errlen, "stored lease `%.64s' cannot be decoded", key);
         return -1;
     }
-    l = xcalloc(1, sizeof(*l));
+    l = lease_new(m->owner);
     if (strcmp(m->owner, key) != 0 || m->n_addresses < 1 || m->n_addresses > 2) {
         snprintf(err, errlen, "stored lease `%.64s' is malformed", key);
         goto out;
@@ -1039,9 +1044,7 @@ static int load_lease(struct state *s, const char *key, const uint8_t *data, siz
         snprintf(err, errlen, "stored lease `%.64s': %s", key, st.msg);
         goto out;
     }
-    l->owner = xstrdup(m->owner);
-    l->pool_name = xstrdup(m->pool);
-    l->sharing_key = xstrdup(m->sharing_key);
+    l->sharing_key = m->sharing_key[0] ? xstrdup(m->sharing_key) : NULL;
     l->ttl = m->ttl_seconds;
     l->expire_time = m->expire_time;
     l->create_time = m->create_time;

@@ -76,16 +76,15 @@ struct lease {
     struct lease_addr addr[2];
     uint8_t naddr;
     bool held; /* addresses are in the space index (false for DHCP leases) */
-    char *owner;
-    char *pool_name; /* "" for static reservations */
-    struct pool *pool;
+    char *owner; /* stored right after the struct, in the same allocation */
+    struct pool *pool; /* NULL for static reservations; kept after detaching */
     struct space *space;
     struct lease *pool_prev, *pool_next;
-    struct label *labels;
+    struct label *labels; /* NULL when none */
     size_t nlabels;
-    struct port *ports;
+    struct port *ports; /* NULL when none */
     size_t nports;
-    char *sharing_key;
+    char *sharing_key; /* NULL when none */
     uint32_t ttl;
     int64_t expire_time, create_time;
     uint64_t create_revision, revision;
@@ -143,6 +142,17 @@ size_t st_expire(struct state *s, int64_t now);
 int64_t st_next_expiry(const struct state *s);
 
 void lease_free(struct lease *l);
+
+/* The pool name a lease reports ("" for a static reservation), and its
+ * sharing key ("" when none). Each lease saves two allocations this way. */
+static inline const char *lease_pool_name(const struct lease *l)
+{
+    return l->pool ? l->pool->name : "";
+}
+static inline const char *lease_sharing_key(const struct lease *l)
+{
+    return l->sharing_key ? l->sharing_key : "";
+}
 
 /* Per-family counts of a pool: total, used, free. */
 struct pool_stats {
