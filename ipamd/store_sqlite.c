@@ -15,7 +15,7 @@ struct store {
     sqlite3 *db;
     int lock_fd;
     char *path;
-    sqlite3_stmt *put[2], *del[2], *setrev, *begin, *commit, *rollback;
+    sqlite3_stmt *put[2], *del[2], *setrev, *begin, *commit, *rollback, *overwrite;
 };
 
 static const char *const table_of[2] = {"pools", "leases"};
@@ -49,8 +49,8 @@ static void sq_close(struct store *s)
 {
     if (!s)
         return;
-    sqlite3_stmt *all[] = {s->put[0], s->put[1], s->del[0], s->del[1], s->setrev,
-                           s->begin,  s->commit, s->rollback};
+    sqlite3_stmt *all[] = {s->put[0], s->put[1], s->del[0],   s->del[1],    s->setrev,
+                           s->begin,  s->commit, s->rollback, s->overwrite};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
         sqlite3_finalize(all[i]);
     sqlite3_close(s->db);
@@ -135,7 +135,11 @@ static struct store *sq_open(const char *dir, char *err, size_t errlen)
                 errlen) != 0 ||
         prepare(s, "BEGIN IMMEDIATE", &s->begin, err, errlen) != 0 ||
         prepare(s, "COMMIT", &s->commit, err, errlen) != 0 ||
-        prepare(s, "ROLLBACK", &s->rollback, err, errlen) != 0)
+        prepare(s, "ROLLBACK", &s->rollback, err, errlen) != 0 ||
+        prepare(s,
+                "INSERT INTO meta(key, value) VALUES('aborted', 1) "
+                "ON CONFLICT(key) DO UPDATE SET value = value + 1",
+                &s->overwrite, err, errlen) != 0)
         goto fail;
     return s;
 fail:
@@ -229,6 +233,16 @@ static int sq_commit(struct store *s, uint64_t revision, const struct store_op *
 fail:
     set_err(s, err, errlen, "cannot commit");
     step_reset(s->rollback);
+    /* A commit whose fsync failed has still written its frames, commit
+     * marker included, to the WAL: recovery at the next open would replay
+     * the refused changes. A small transaction now is written over them
+     * (and breaks the checksum chain of any that follow), so they are never
+     * replayed. If even this cannot be written, there is nothing better to
+     * do here; the batch stays refused either way. */
+    if (step_reset(s->begin) == 0) {
+        if (step_reset(s->overwrite) != 0 || step_reset(s->commit) != 0)
+            step_reset(s->rollback);
+    }
     return -1;
 }
 
