@@ -149,3 +149,115 @@ uint8_t *pb_pack(const ProtobufCMessage *m, size_t *len)
     protobuf_c_message_pack(m, buf);
     return buf;
 }
+
+static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    *v = 0;
+    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return true;
+    }
+    return false;
+}
+
+/* Strict UTF-8: no overlongs, no surrogates, nothing above U+10FFFF. */
+static bool valid_utf8(const uint8_t *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        uint8_t c = s[i];
+        size_t k;
+        uint32_t cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if (c >= 0xc2 && c <= 0xdf) {
+            k = 1;
+            cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            k = 2;
+            cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            k = 3;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (n - i <= k)
+            return false;
+        for (size_t j = 1; j <= k; j++) {
+            if ((s[i + j] & 0xc0) != 0x80)
+                return false;
+            cp = cp << 6 | (s[i + j] & 0x3f);
+        }
+        if ((k == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+            (k == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+            return false;
+        i += k + 1;
+    }
+    return true;
+}
+
+static int validate(const ProtobufCMessageDescriptor *d, const uint8_t *p, const uint8_t *end,
+                    int depth, char *err, size_t errlen)
+{
+    if (depth > 16) {
+        snprintf(err, errlen, "%s: nested too deeply", d->name);
+        return -1;
+    }
+    while (p < end) {
+        uint64_t key, n;
+        if (!read_varint(&p, end, &key))
+            return 0; /* Malformed: protobuf-c's decoder reports it. */
+        unsigned wire = key & 7;
+        const ProtobufCFieldDescriptor *f =
+            protobuf_c_message_descriptor_get_field(d, (unsigned)(key >> 3));
+        switch (wire) {
+        case 0:
+            if (!read_varint(&p, end, &n))
+                return 0;
+            continue;
+        case 1:
+        case 5: {
+            size_t w = wire == 1 ? 8 : 4;
+            if (f && f->type == PROTOBUF_C_TYPE_BOOL) {
+                snprintf(err, errlen, "%s.%s: a bool must be a varint", d->name, f->name);
+                return -1;
+            }
+            if ((size_t)(end - p) < w)
+                return 0;
+            p += w;
+            continue;
+        }
+        case 2:
+            if (!read_varint(&p, end, &n) || n > (uint64_t)(end - p))
+                return 0;
+            /* (A repeated bool may come packed; none of ours is repeated.) */
+            if (f && f->type == PROTOBUF_C_TYPE_BOOL && f->label != PROTOBUF_C_LABEL_REPEATED) {
+                snprintf(err, errlen, "%s.%s: a bool must be a varint", d->name, f->name);
+                return -1;
+            }
+            if (f && f->type == PROTOBUF_C_TYPE_STRING &&
+                (memchr(p, 0, n) || !valid_utf8(p, n))) {
+                snprintf(err, errlen, "%s.%s: not valid UTF-8 text (or holds a NUL byte)",
+                         d->name, f->name);
+                return -1;
+            }
+            if (f && f->type == PROTOBUF_C_TYPE_MESSAGE &&
+                validate(f->descriptor, p, p + n, depth + 1, err, errlen) != 0)
+                return -1;
+            p += n;
+            continue;
+        default:
+            return 0;
+        }
+    }
+    return 0;
+}
+
+int pb_validate(const ProtobufCMessageDescriptor *d, const uint8_t *data, size_t len, char *err,
+                size_t errlen)
+{
+    return validate(d, data, data + len, 0, err, errlen);
+}

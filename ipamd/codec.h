@@ -28,6 +28,14 @@ void pool_to_pb(struct arena *a, const struct pool *p, bool with_status, Ipam__V
 /* Packs m into a new malloc'd buffer. */
 uint8_t *pb_pack(const ProtobufCMessage *m, size_t *len);
 
+/* Checks what protobuf-c's decoder lets through, on the raw bytes of a
+ * message of type d (and of every message inside it): string fields must be
+ * valid UTF-8 without NUL bytes (protobuf-c hands them over as C strings, so a
+ * NUL would silently cut "a\0b" to "a"), and bool fields must be varints.
+ * Returns 0, or -1 with a message naming the field in err. */
+int pb_validate(const ProtobufCMessageDescriptor *d, const uint8_t *data, size_t len, char *err,
+                size_t errlen);
+
 /* Parses "tcp", "UDP", "sctp" (any case) to 1..3; 0 if none. */
 int port_proto_parse(const char *s);
 const char *port_proto_name(int p);

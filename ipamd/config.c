@@ -171,8 +171,14 @@ int config_load(const char *path, struct config *out, char *err, size_t errlen)
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
-    while (getline(&buf, &cap, f) >= 0) {
+    ssize_t got;
+    while ((got = getline(&buf, &cap, f)) >= 0) {
         line++;
+        /* A NUL would silently cut the line short. */
+        if (memchr(buf, 0, (size_t)got)) {
+            snprintf(err, errlen, "%s:%d: the line holds a NUL byte", path, line);
+            goto out;
+        }
         char *s = trim(buf);
         if (!*s || *s == '#' || *s == ';')
             continue;

@@ -22,6 +22,10 @@ struct state {
     struct avl expiry; /* struct lease by (expire_time, owner) */
     struct space *spaces;
     uint64_t rev, committed;
+    /* After a failed commit no lease expires before this time: the reload
+     * brings due leases back, and expiring them again at once would spin on
+     * a store that keeps failing. */
+    int64_t expire_hold, expire_seen; /* expire_seen: the latest `now' given */
     struct store_op *ops;
     size_t nops, capops;
     struct event *ring; /* events of revisions ring_first .. ring_first+nring-1 */
@@ -956,6 +960,10 @@ enum ipam_err st_renew(struct state *s, const char *owner, uint32_t ttl, struct 
 size_t st_expire(struct state *s, int64_t now)
 {
     size_t n = 0;
+    if (now > s->expire_seen)
+        s->expire_seen = now;
+    if (now < s->expire_hold)
+        return 0;
     struct avl_node *e;
     while ((e = avl_first(&s->expiry)) &&
            avl_entry(e, struct lease, by_expiry)->expire_time <= now) {
@@ -970,7 +978,10 @@ size_t st_expire(struct state *s, int64_t now)
 int64_t st_next_expiry(const struct state *s)
 {
     struct avl_node *e = avl_first(&s->expiry);
-    return e ? avl_entry(e, struct lease, by_expiry)->expire_time : 0;
+    if (!e)
+        return 0;
+    int64_t t = avl_entry(e, struct lease, by_expiry)->expire_time;
+    return t < s->expire_hold ? s->expire_hold : t;
 }
 
 /* ---- loading, committing, reloading ----------------------------------- */
@@ -1154,6 +1165,10 @@ int st_commit(struct state *s, char *err, size_t errlen)
         s->nring--;
     }
     clear_memory(s);
+    /* The caller's clock and time() may disagree by a tick (time() can be
+     * the coarse clock): hold past both. */
+    int64_t now = time(NULL);
+    s->expire_hold = (now > s->expire_seen ? now : s->expire_seen) + 1;
     char lerr[512];
     if (load(s, lerr, sizeof(lerr)) != 0) {
         fprintf(stderr, "ipamd: cannot reload the store after a failed commit: %s\n", lerr);

@@ -136,7 +136,8 @@ struct lease *st_lease_after(const struct state *s, const char *after);
 struct lease *st_lease_next(const struct lease *l);
 size_t st_lease_count(const struct state *s);
 
-/* Expires every lease due at or before now. Returns how many. */
+/* Expires every lease due at or before now. Returns how many. After a failed
+ * commit, expiry pauses for a second (st_next_expiry says until when). */
 size_t st_expire(struct state *s, int64_t now);
 /* Earliest expiry, or 0 when no lease expires. */
 int64_t st_next_expiry(const struct state *s);
