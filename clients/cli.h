@@ -55,6 +55,8 @@ struct opts {
     uint64_t from_revision;
     kvlist labels;
     portlist ports;
+    /* TLS to a host:port server; from flags, else $IPAMCTL_TLS_* (see main). */
+    const char *tls_ca, *tls_cert, *tls_key, *tls_server_name;
 };
 
 /* Every flag, indexing the flag table of cli_flags.c. */
@@ -80,6 +82,10 @@ enum {
     F_SHARING_KEY,
     F_OWNER_PREFIX,
     F_FROM_REVISION,
+    F_TLS_CA,
+    F_TLS_CERT,
+    F_TLS_KEY,
+    F_TLS_SERVER_NAME,
     F_COUNT
 };
 

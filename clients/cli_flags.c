@@ -209,11 +209,27 @@ static const flag flags[F_COUNT] = {
     [F_OWNER_PREFIX] = {"--owner-prefix", NULL, "X", parse_string, OFF(owner_prefix)},
     [F_FROM_REVISION] = {"--from-revision", NULL, "N", parse_u64, OFF(from_revision),
                          .max = UINT64_MAX},
+    [F_TLS_CA] = {"--tls-ca", NULL, "FILE", parse_string, OFF(tls_ca)},
+    [F_TLS_CERT] = {"--tls-cert", NULL, "FILE", parse_string, OFF(tls_cert)},
+    [F_TLS_KEY] = {"--tls-key", NULL, "FILE", parse_string, OFF(tls_key)},
+    [F_TLS_SERVER_NAME] = {"--tls-server-name", NULL, "NAME", parse_string, OFF(tls_server_name)},
 };
 
-/* Accepted before and after every subcommand. */
+/* Accepted before and after every subcommand. The TLS flags are global too,
+ * but are listed in a section of their own, not in every usage line. */
 static const int global_flags[] = {F_SERVER, F_OUTPUT};
 #define N_GLOBAL_FLAGS (sizeof(global_flags) / sizeof(global_flags[0]))
+static const struct {
+    int id;
+    const char *env, *help;
+} tls_flags[] = {
+    {F_TLS_CA, "IPAMCTL_TLS_CA", "CA certificates that verify ipamd (default: gRPC's roots)"},
+    {F_TLS_CERT, "IPAMCTL_TLS_CERT", "client certificate, for ipamd's --tls-client-ca"},
+    {F_TLS_KEY, "IPAMCTL_TLS_KEY", "its private key"},
+    {F_TLS_SERVER_NAME, "IPAMCTL_TLS_SERVER_NAME",
+     "name ipamd's certificate must carry (default: ADDR's host)"},
+};
+#define N_TLS_FLAGS (sizeof(tls_flags) / sizeof(tls_flags[0]))
 
 static void print_flag_usage(FILE *out, const flag *f, bool required)
 {
@@ -256,6 +272,14 @@ static void print_usage(FILE *out, const command *cmds, size_t ncmds)
     fputs("\nADDR is host:port or unix:/path; the default is $IPAMD_ADDR, else " DEFAULT_SERVER
           ".\nThe exit status is 0, 2 for a usage error, else the gRPC status code.\n",
           out);
+    fputs("\nTLS, for a host:port ADDR (any of these turns it on; Unix sockets are plaintext):\n",
+          out);
+    for (size_t i = 0; i < N_TLS_FLAGS; i++) {
+        const flag *f = &flags[tls_flags[i].id];
+        char left[40];
+        snprintf(left, sizeof(left), "%s %s", f->name, f->metavar);
+        fprintf(out, "  %-23s %s ($%s)\n", left, tls_flags[i].help, tls_flags[i].env);
+    }
 }
 
 /* Reports a usage error (already printed) and exits 2. */
@@ -307,6 +331,10 @@ static int find_flag(const command *c, const char *name, size_t len)
         if (spelled(f->name, name, len) || spelled(f->alias, name, len))
             return global_flags[i];
     }
+    for (size_t i = 0; i < N_TLS_FLAGS; i++) {
+        if (spelled(flags[tls_flags[i].id].name, name, len))
+            return tls_flags[i].id;
+    }
     for (size_t i = 0; c != NULL && i < MAX_CMD_FLAGS && c->flags[i].id != F_NONE; i++) {
         if (spelled(flags[c->flags[i].id].name, name, len))
             return c->flags[i].id;
@@ -339,6 +367,24 @@ static const command *find_command(int argc, char **argv, int *i, const command 
     if (group)
         usage_error(NULL, "unknown subcommand `%s %s'", w, next);
     usage_error(NULL, "unknown subcommand `%s'", w);
+}
+
+bool cli_unix_target(const char *target)
+{
+    return strncmp(target, "unix:", 5) == 0 || strncmp(target, "unix-abstract:", 14) == 0;
+}
+
+/* TLS flags make sense together and for a TCP server only. */
+static void check_tls_flags(const command *cmd, const bool *seen, const struct opts *o)
+{
+    for (size_t i = 0; i < N_TLS_FLAGS; i++) {
+        if (seen[tls_flags[i].id] && cli_unix_target(o->server))
+            usage_error(cmd,
+                        "%s is for a host:port server; ipamd's Unix sockets (`%s') are plaintext",
+                        flags[tls_flags[i].id].name, o->server);
+    }
+    if (seen[F_TLS_CERT] != seen[F_TLS_KEY])
+        usage_error(cmd, "--tls-cert and --tls-key go together");
 }
 
 const command *cli_parse(int argc, char **argv, const command *cmds, size_t ncmds, struct opts *o)
@@ -411,5 +457,18 @@ const command *cli_parse(int argc, char **argv, const command *cmds, size_t ncmd
             usage_error(cmd, "missing %s for `%s'", flags[cmd->flags[k].id].name,
                         command_label(cmd, label, sizeof(label)));
     }
+    check_tls_flags(cmd, seen, o);
     return cmd;
+}
+
+void cli_tls_from_env(struct opts *o)
+{
+    if (cli_unix_target(o->server))
+        return;
+    for (size_t i = 0; i < N_TLS_FLAGS; i++) {
+        const char **field = AT(o, &flags[tls_flags[i].id], const char *);
+        const char *v = getenv(tls_flags[i].env);
+        if (*field == NULL && v != NULL && v[0] != '\0')
+            *field = v;
+    }
 }

@@ -1,6 +1,7 @@
 /* libipamclient: blocking unary and server-streaming gRPC calls over the C core. */
 #include "ipam/client.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -183,18 +184,172 @@ static void destroy_queue(grpc_completion_queue *cq)
     grpc_completion_queue_destroy(cq);
 }
 
-ipam_client *ipam_client_open(const char *target)
+/* What a channel's TLS needs, read from the files of an ipam_tls. */
+struct tls_pem {
+    char *ca, *cert, *key; /* PEM text, NULL when not given */
+    char *server_name;
+};
+
+/* The credentials of ipam_client_open(); NULL for insecure channels. */
+
+#define MAX_PEM_BYTES (1024 * 1024)
+
+static void tls_pem_free(struct tls_pem *t)
 {
-    if (target == NULL)
+    if (t == NULL)
+        return;
+    free(t->ca);
+    free(t->cert);
+    if (t->key != NULL) {
+        /* Do not leave the private key lying in freed memory. */
+        explicit_bzero(t->key, strlen(t->key));
+        free(t->key);
+    }
+    free(t->server_name);
+    free(t);
+}
+
+/* Reads a whole PEM file as a string (the caller's); NULL with *msg set. */
+static char *read_pem(const char *what, const char *path, char **msg)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        *msg = msg_printf("cannot read the TLS %s `%s': %s", what, path, strerror(errno));
         return NULL;
+    }
+    char *buf = malloc(MAX_PEM_BYTES + 1);
+    size_t n = buf != NULL ? fread(buf, 1, MAX_PEM_BYTES + 1, f) : 0;
+    const char *why = NULL;
+    if (buf == NULL)
+        why = "out of memory";
+    else if (ferror(f))
+        why = strerror(errno);
+    else if (n > MAX_PEM_BYTES)
+        why = "larger than 1 MiB";
+    if (why == NULL) {
+        buf[n] = '\0';
+        if (strstr(buf, "-----BEGIN ") == NULL)
+            why = "not PEM (no -----BEGIN line)";
+    }
+    fclose(f);
+    if (why != NULL) {
+        *msg = msg_printf("cannot read the TLS %s `%s': %s", what, path, why);
+        if (buf != NULL)
+            explicit_bzero(buf, n);
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+/* Reads the files of tls; NULL with *msg set when one fails. */
+static struct tls_pem *tls_pem_load(const ipam_tls *tls, char **msg)
+{
+    if ((tls->cert_file == NULL) != (tls->key_file == NULL)) {
+        *msg = msg_printf("a TLS client certificate and its key go together (got only the %s)",
+                          tls->cert_file != NULL ? "certificate" : "key");
+        return NULL;
+    }
+    struct tls_pem *t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        *msg = msg_printf("out of memory");
+        return NULL;
+    }
+    bool ok = true;
+    if (tls->ca_file != NULL) {
+        t->ca = read_pem("CA file", tls->ca_file, msg);
+        ok = t->ca != NULL;
+    }
+    if (ok && tls->cert_file != NULL) {
+        t->cert = read_pem("certificate", tls->cert_file, msg);
+        if (t->cert != NULL)
+            t->key = read_pem("key", tls->key_file, msg);
+        ok = t->key != NULL;
+    }
+    if (ok && tls->server_name != NULL && tls->server_name[0] != '\0') {
+        t->server_name = strdup(tls->server_name);
+        if (t->server_name == NULL) {
+            *msg = msg_printf("out of memory");
+            ok = false;
+        }
+    }
+    if (!ok) {
+        tls_pem_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+/* A client whose channel uses t's TLS, or is insecure when t is NULL. */
+static ipam_client *client_new(const char *target, const struct tls_pem *t)
+{
     ipam_client *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
     grpc_init();
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-    c->channel = grpc_channel_create(target, creds, NULL);
+    grpc_channel_credentials *creds;
+    /* Reconnect quickly: ipamd restarting (or starting after its clients, as
+     * in a Pod) should not leave clients waiting out gRPC's default backoff,
+     * which grows to two minutes. */
+    grpc_arg arg[4];
+    memset(arg, 0, sizeof(arg));
+    const char *backoff[3] = {GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+                              GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, GRPC_ARG_MAX_RECONNECT_BACKOFF_MS};
+    const int backoff_ms[3] = {100, 100, 2000};
+    for (int i = 0; i < 3; i++) {
+        arg[i].type = GRPC_ARG_INTEGER;
+        arg[i].key = (char *)backoff[i];
+        arg[i].value.integer = backoff_ms[i];
+    }
+    grpc_channel_args args = {3, arg};
+    if (t != NULL) {
+        /* The credentials copy the PEM text. */
+        grpc_ssl_pem_key_cert_pair pair = {t->key, t->cert};
+        creds = grpc_ssl_credentials_create_ex(t->ca, t->cert != NULL ? &pair : NULL, NULL, NULL);
+        if (t->server_name != NULL) {
+            arg[3].type = GRPC_ARG_STRING;
+            arg[3].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+            arg[3].value.string = t->server_name;
+            args.num_args = 4;
+        }
+    } else {
+        creds = grpc_insecure_credentials_create();
+    }
+    c->channel = grpc_channel_create(target, creds, &args);
     grpc_channel_credentials_release(creds);
     c->timeout_ms = IPAM_CLIENT_DEFAULT_TIMEOUT_MS;
+    return c;
+}
+
+ipam_client *ipam_client_open(const char *target)
+{
+    if (target == NULL)
+        return NULL;
+    return client_new(target, NULL);
+}
+
+ipam_client *ipam_client_open_tls(const char *target, const ipam_tls *tls, char **errmsg)
+{
+    char *msg = NULL;
+    ipam_client *c = NULL;
+    struct tls_pem *t = NULL;
+    if (errmsg != NULL)
+        *errmsg = NULL;
+    if (target == NULL) {
+        set_msg(errmsg, msg_printf("ipam_client_open_tls: missing target"));
+        return NULL;
+    }
+    if (tls != NULL) {
+        t = tls_pem_load(tls, &msg);
+        if (t == NULL) {
+            set_msg(errmsg, msg);
+            return NULL;
+        }
+    }
+    c = client_new(target, t);
+    if (c == NULL)
+        set_msg(errmsg, msg_printf("out of memory"));
+    tls_pem_free(t);
     return c;
 }
 

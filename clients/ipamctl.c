@@ -3,11 +3,14 @@
 #include <stdlib.h>
 
 #include <grpc/status.h>
+#include <grpc/support/log.h>
 
 #include "cli.h"
 #include "cli_flags.h"
 #include "cli_output.h"
 #include "cli_run.h"
+
+#define EXIT_USAGE 2
 
 /* ---- requests from the options ---------------------------------------------- */
 
@@ -232,6 +235,13 @@ static const command commands[] = {
      .print = print_health},
 };
 
+/* ipamctl reports every failure once, from the call's status; gRPC's own
+ * lines (a failed TLS handshake, say) would only repeat it. */
+static void grpc_log_quiet(gpr_log_func_args *a)
+{
+    (void)a;
+}
+
 int main(int argc, char **argv)
 {
     struct opts o = {.output = OUT_TABLE};
@@ -245,9 +255,23 @@ int main(int argc, char **argv)
         opts_free(&o);
         return GRPC_STATUS_RESOURCE_EXHAUSTED;
     }
-    ipam_client *c = ipam_client_open(o.server);
-    if (c == NULL)
-        out_of_memory();
+    if (getenv("GRPC_VERBOSITY") == NULL && getenv("GRPC_TRACE") == NULL)
+        gpr_set_log_function(grpc_log_quiet);
+    cli_tls_from_env(&o);
+    ipam_tls tls = {o.tls_ca, o.tls_cert, o.tls_key, o.tls_server_name};
+    bool use_tls =
+        o.tls_ca != NULL || o.tls_cert != NULL || o.tls_key != NULL || o.tls_server_name != NULL;
+    char *msg = NULL;
+    ipam_client *c = ipam_client_open_tls(o.server, use_tls ? &tls : NULL, &msg);
+    if (c == NULL) {
+        if (msg == NULL)
+            out_of_memory();
+        /* A TLS file named by a flag or the environment is unusable: a usage error. */
+        fprintf(stderr, "ipamctl: %s\n", msg);
+        free(msg);
+        opts_free(&o);
+        return EXIT_USAGE;
+    }
     int rc = (cmd->run != NULL ? cmd->run : cli_run_unary)(c, cmd, &o);
     fflush(stdout);
     ipam_client_close(c);

@@ -1,15 +1,21 @@
 /* gRPC transport: completion-queue loop, group commit, unary and streams. */
 #include "server.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 
 #include "api.h"
 #include "grpc/health/v1/health.pb-c.h"
@@ -20,6 +26,17 @@
 #define WATCH_MAX_EVENTS 1024
 #define WATCH_MAX_BYTES (256 * 1024)
 #define STOP_GRACE_SECONDS 5
+
+/* Limits that keep one client from exhausting ipamd; see server_create. */
+#define MAX_RECEIVE_BYTES (4 * 1024 * 1024)
+#define MAX_STREAMS_PER_CONNECTION 1000
+#define MAX_METADATA_BYTES (8 * 1024)
+#define HANDSHAKE_TIMEOUT_MS 20000
+#define KEEPALIVE_TIME_MS 60000
+#define KEEPALIVE_TIMEOUT_MS 20000
+#define MAX_CONNECTION_IDLE_MS (15 * 60 * 1000)
+#define MEMORY_QUOTA_BYTES (512 * 1024 * 1024)
+#define MAX_PEM_BYTES (1024 * 1024)
 
 struct server;
 
@@ -89,6 +106,8 @@ struct server {
     struct rpc *writes, **writes_tail;
     struct rpc *reads, **reads_tail;
     struct watcher *watchers;
+    size_t nwatchers, max_watchers;
+    bool watchers_full_logged;
     atomic_int stop;
     bool stopping, shut_down;
     struct tag shutdown_tag;
@@ -114,20 +133,27 @@ static grpc_byte_buffer *pack_buffer(const ProtobufCMessage *m)
     return bb;
 }
 
-static ProtobufCMessage *decode(const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb)
+/* Decodes a request; NULL with why set (or empty: undecodable) on failure. */
+static ProtobufCMessage *decode(const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb,
+                                char *why, size_t whylen)
 {
     grpc_byte_buffer_reader r;
+    why[0] = 0;
     if (!grpc_byte_buffer_reader_init(&r, bb))
         return NULL;
     grpc_slice s = grpc_byte_buffer_reader_readall(&r);
-    ProtobufCMessage *m =
-        protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    ProtobufCMessage *m = NULL;
+    if (pb_validate(d, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s), why, whylen) == 0)
+        m = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
     grpc_slice_unref(s);
     grpc_byte_buffer_reader_destroy(&r);
     return m;
 }
 
-static struct gpr_timespec now_real(void) { return gpr_now(GPR_CLOCK_REALTIME); }
+static struct gpr_timespec now_real(void)
+{
+    return gpr_now(GPR_CLOCK_REALTIME);
+}
 
 /* ---- unary answers ---------------------------------------------------- */
 
@@ -226,6 +252,7 @@ static void watcher_maybe_free(struct watcher *w)
         w->srv->watchers = w->next;
     if (w->next)
         w->next->prev = w->prev;
+    w->srv->nwatchers--;
     grpc_slice_unref(w->details);
     grpc_call_unref(w->call);
     free(w);
@@ -361,10 +388,36 @@ static grpc_byte_buffer *watch_message(struct server *srv, struct watcher *w, bo
     return bb;
 }
 
+/* Ends a Watch whose next event has left the ring. A consumer that stopped
+ * reading has a send stuck in flow control, which the status would queue
+ * behind: its call is cancelled with the status instead, which discards what
+ * is queued, so a stuck client holds neither ring slots nor send buffers. */
+static bool watcher_fell_behind(struct watcher *w)
+{
+    bool gone;
+    if (w->health || w->finishing || st_event_from(w->srv->state, w->next_rev, &gone) || !gone)
+        return false;
+    char msg[200];
+    snprintf(msg, sizeof(msg),
+             "watch fell behind: revision %llu is no longer held; list again and "
+             "watch from the list's revision + 1",
+             (unsigned long long)w->next_rev);
+    if (!w->sending) {
+        log_warn("dropping a Watch stream: %s", msg);
+        watcher_finish(w, GRPC_STATUS_OUT_OF_RANGE, msg);
+        return true;
+    }
+    log_warn("dropping a Watch stream that stopped reading: %s", msg);
+    w->finishing = true;
+    w->status_started = true;
+    grpc_call_cancel_with_status(w->call, GRPC_STATUS_OUT_OF_RANGE, msg, NULL);
+    return true;
+}
+
 static void watcher_pump(struct watcher *w)
 {
     struct server *srv = w->srv;
-    if (w->sending || w->closed || w->status_started)
+    if (w->closed || w->status_started || watcher_fell_behind(w) || w->sending)
         return;
     if (w->health) {
         int now = srv->ctx.serving
@@ -378,17 +431,6 @@ static void watcher_pump(struct watcher *w)
             return;
         }
     } else if (!w->finishing) {
-        bool gone;
-        if (!st_event_from(srv->state, w->next_rev, &gone) && gone) {
-            char msg[200];
-            snprintf(msg, sizeof(msg),
-                     "watch fell behind: revision %llu is no longer held; list again and "
-                     "watch from the list's revision + 1",
-                     (unsigned long long)w->next_rev);
-            log_warn("dropping a Watch stream: %s", msg);
-            watcher_finish(w, GRPC_STATUS_OUT_OF_RANGE, msg);
-            return;
-        }
         grpc_byte_buffer *bb = watch_message(srv, w, false);
         if (bb) {
             watcher_send(w, bb);
@@ -403,6 +445,19 @@ static void watcher_pump(struct watcher *w)
 static void watcher_start(struct server *srv, struct rpc *r)
 {
     uint64_t from = 0;
+    if (srv->nwatchers >= srv->max_watchers) {
+        snprintf(r->msg, sizeof(r->msg),
+                 "too many open streams: %zu Watch and Health/Watch streams are open, the "
+                 "--max-watchers limit; try again later",
+                 srv->nwatchers);
+        /* Once per burst: a client hammering the limit must not flood the log. */
+        if (!srv->watchers_full_logged)
+            log_warn("refusing %s streams: %s", r->m->path, r->msg);
+        srv->watchers_full_logged = true;
+        r->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+        rpc_send(r);
+        return;
+    }
     if (r->m->kind == API_WATCH) {
         const Ipam__V1__WatchRequest *req = (const void *)r->req;
         uint64_t committed = st_committed(srv->state);
@@ -446,6 +501,8 @@ static void watcher_start(struct server *srv, struct rpc *r)
     if (srv->watchers)
         srv->watchers->prev = w;
     srv->watchers = w;
+    srv->nwatchers++;
+    srv->watchers_full_logged = false;
     r->call = NULL;
     protobuf_c_message_free_unpacked(r->req, NULL);
     grpc_slice_unref(r->details);
@@ -474,8 +531,8 @@ static void slot_arm(struct server *srv, struct slot *s)
     grpc_metadata_array_init(&s->md);
     s->payload = NULL;
     grpc_call_error e =
-        grpc_server_request_registered_call(srv->server, s->handle, &s->call, &s->deadline,
-                                            &s->md, &s->payload, srv->cq, srv->cq, &s->tag);
+        grpc_server_request_registered_call(srv->server, s->handle, &s->call, &s->deadline, &s->md,
+                                            &s->payload, srv->cq, srv->cq, &s->tag);
     if (e != GRPC_CALL_OK) {
         grpc_metadata_array_destroy(&s->md);
         log_error("cannot request calls for %s: call error %d", s->m->path, (int)e);
@@ -496,14 +553,15 @@ static void on_call(struct server *srv, struct tag *t, bool ok)
         slot_arm(srv, s);
 
     struct rpc *r = rpc_new(call, s->m);
+    char why[300] = "";
     if (payload) {
-        r->req = decode(s->m->input, payload);
+        r->req = decode(s->m->input, payload, why, sizeof(why));
         grpc_byte_buffer_destroy(payload);
     }
     if (!r->req) {
-        char msg[200];
-        snprintf(msg, sizeof(msg), "cannot decode the request of %s as %s", s->m->path,
-                 s->m->input->name);
+        char msg[500];
+        snprintf(msg, sizeof(msg), "cannot decode the request of %s as %s%s%s", s->m->path,
+                 s->m->input->name, why[0] ? ": " : "", why);
         rpc_fail(r, GRPC_STATUS_INVALID_ARGUMENT, msg);
         rpc_send(r);
         return;
@@ -658,8 +716,341 @@ void server_request_stop(struct server *srv)
     grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->shutdown_tag);
 }
 
-struct server *server_create(struct state *st, const char *const *listen, size_t nlisten,
-                             char *err, size_t errlen)
+/* ---- listeners -------------------------------------------------------- */
+
+static bool is_unix(const char *addr)
+{
+    return strncmp(addr, "unix:", 5) == 0;
+}
+
+static bool is_tcp(const char *addr)
+{
+    return !is_unix(addr) && strncmp(addr, "unix-abstract:", 14) != 0;
+}
+
+/* The host part of a "host:port" as gRPC splits it: "[v6]:port", "host:port",
+ * or the whole string when it holds several colons and no brackets. */
+static void split_host(const char *addr, char *host, size_t len)
+{
+    const char *start = addr;
+    const char *end = addr + strlen(addr);
+    const char *colon = strrchr(addr, ':');
+    const char *bracket = strchr(addr, ']');
+    if (addr[0] == '[' && bracket) {
+        start = addr + 1;
+        end = bracket;
+    } else if (colon && strchr(addr, ':') == colon) {
+        end = colon;
+    }
+    snprintf(host, len, "%.*s", (int)(end - start), start);
+}
+
+static bool is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const void *)sa;
+        return ntohl(in->sin_addr.s_addr) >> 24 == 127;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+    return false;
+}
+
+/* 0 when every address the TCP listen address resolves to is a loopback
+ * address; else -1 with err saying which one is not (or why it cannot tell:
+ * what cannot be resolved cannot be shown to be local). */
+static int check_loopback(const char *addr, char *err, size_t errlen)
+{
+    char host[256];
+    split_host(addr, host, sizeof(host));
+    if (host[0] == '\0') {
+        snprintf(err, errlen,
+                 "refusing to listen on `%s': no host means every interface, reachable from "
+                 "other hosts; pass --allow-remote to allow that",
+                 addr);
+        return -1;
+    }
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    int gai = getaddrinfo(host, NULL, &hints, &res);
+    if (gai != 0) {
+        snprintf(err, errlen,
+                 "refusing to listen on `%s': cannot resolve `%s' (%s) to check that it is a "
+                 "loopback address; pass --allow-remote to listen anyway",
+                 addr, host, gai_strerror(gai));
+        return -1;
+    }
+    int rc = 0;
+    for (const struct addrinfo *ai = res; ai && rc == 0; ai = ai->ai_next) {
+        if (is_loopback(ai->ai_addr))
+            continue;
+        char num[INET6_ADDRSTRLEN + 1] = "?";
+        getnameinfo(ai->ai_addr, ai->ai_addrlen, num, sizeof(num), NULL, 0, NI_NUMERICHOST);
+        snprintf(err, errlen,
+                 "refusing to listen on `%s': %s is not a loopback address, so other hosts "
+                 "could reach ipamd; pass --allow-remote to allow that (with --tls-cert, "
+                 "--tls-key and --tls-client-ca)",
+                 addr, num);
+        rc = -1;
+    }
+    freeaddrinfo(res);
+    return rc;
+}
+
+struct tls_files {
+    char *cert, *key, *client_ca; /* PEM text, NULL when not configured */
+};
+
+static void tls_free(struct tls_files *t)
+{
+    free(t->cert);
+    if (t->key) {
+        explicit_bzero(t->key, strlen(t->key));
+        free(t->key);
+    }
+    free(t->client_ca);
+    memset(t, 0, sizeof(*t));
+}
+
+/* Reads the PEM file given to option whole, as a string (the caller's). */
+static char *read_pem(const char *option, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "cannot read %s `%s': %s", option, path, strerror(errno));
+        return NULL;
+    }
+    char *buf = malloc(MAX_PEM_BYTES + 1);
+    size_t n = buf ? fread(buf, 1, MAX_PEM_BYTES + 1, f) : 0;
+    const char *why = NULL;
+    if (!buf)
+        why = "out of memory";
+    else if (ferror(f))
+        why = strerror(errno);
+    else if (n > MAX_PEM_BYTES)
+        why = "larger than 1 MiB";
+    if (!why) {
+        buf[n] = '\0';
+        if (!strstr(buf, "-----BEGIN "))
+            why = "not PEM (no -----BEGIN line)";
+    }
+    fclose(f);
+    if (why) {
+        snprintf(err, errlen, "cannot read %s `%s': %s", option, path, why);
+        if (buf)
+            explicit_bzero(buf, n);
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+static int tls_load(const struct server_opts *o, struct tls_files *t, char *err, size_t errlen)
+{
+    memset(t, 0, sizeof(*t));
+    if (!o->tls_cert != !o->tls_key) {
+        snprintf(err, errlen, "--tls-cert and --tls-key go together");
+        return -1;
+    }
+    if (o->tls_client_ca && !o->tls_cert) {
+        snprintf(err, errlen, "--tls-client-ca needs --tls-cert and --tls-key");
+        return -1;
+    }
+    if (!o->tls_cert)
+        return 0;
+    t->cert = read_pem("--tls-cert", o->tls_cert, err, errlen);
+    if (t->cert)
+        t->key = read_pem("--tls-key", o->tls_key, err, errlen);
+    if (t->key && o->tls_client_ca)
+        t->client_ca = read_pem("--tls-client-ca", o->tls_client_ca, err, errlen);
+    if (!t->key || (o->tls_client_ca && !t->client_ca)) {
+        tls_free(t);
+        return -1;
+    }
+    return 0;
+}
+
+int server_check(const struct server_opts *o, char *err, size_t errlen)
+{
+    if (o->socket_mode > 0777) {
+        snprintf(err, errlen, "socket mode %04o is not a permission mode (0000 to 0777)",
+                 o->socket_mode);
+        return -1;
+    }
+    for (size_t i = 0; i < o->nlisten; i++) {
+        if (is_tcp(o->listen[i]) && !o->allow_remote &&
+            check_loopback(o->listen[i], err, errlen) != 0)
+            return -1;
+    }
+    struct tls_files t;
+    if (tls_load(o, &t, err, errlen) != 0)
+        return -1;
+    tls_free(&t);
+    return 0;
+}
+
+/* Binds a Unix socket whose file never has more access than mode: bind()
+ * creates it with 0777 & ~umask, so the umask is set for that call (no other
+ * thread creates files while ipamd starts), then the result is checked. */
+static int add_unix_port(grpc_server *gs, const char *addr, unsigned mode, char *err, size_t errlen)
+{
+    const char *path = addr + strlen("unix:");
+    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    mode_t old = umask((mode_t)(~mode & 0777));
+    int port = grpc_server_add_http2_port(gs, addr, creds);
+    umask(old);
+    grpc_server_credentials_release(creds);
+    if (port == 0) {
+        snprintf(err, errlen, "cannot listen on `%s' (in use, or not host:port / unix:/path)",
+                 addr);
+        return -1;
+    }
+    struct stat sb;
+    if (lstat(path, &sb) != 0) {
+        snprintf(err, errlen, "cannot listen on `%s': cannot check the socket's mode: %s", addr,
+                 strerror(errno));
+        return -1;
+    }
+    if (!S_ISSOCK(sb.st_mode) || (sb.st_mode & 07777) != mode) {
+        snprintf(err, errlen, "cannot listen on `%s': the socket has mode %04o, not %04o", addr,
+                 (unsigned)(sb.st_mode & 07777), mode);
+        return -1;
+    }
+    return 0;
+}
+
+/* Binds a TCP listener, with TLS when tls is given, and says when it is open
+ * to other hosts with less than mutual TLS. */
+static int add_tcp_port(grpc_server *gs, const char *addr, grpc_server_credentials *tls,
+                        bool mutual, bool maybe_remote, int *port, char *err, size_t errlen)
+{
+    grpc_server_credentials *creds = tls ? tls : grpc_insecure_server_credentials_create();
+    *port = grpc_server_add_http2_port(gs, addr, creds);
+    if (!tls)
+        grpc_server_credentials_release(creds);
+    if (*port == 0) {
+        snprintf(err, errlen, "cannot listen on `%s' (in use, or not host:port / unix:/path%s)",
+                 addr, tls ? ", or the TLS certificate and key do not load or do not match" : "");
+        return -1;
+    }
+    char why[512];
+    if (!maybe_remote || check_loopback(addr, why, sizeof(why)) == 0)
+        return 0;
+    if (!tls)
+        log_warn("`%s' is reachable from other hosts without TLS: anyone who can connect may "
+                 "change every pool and lease (see --tls-cert, --tls-key, --tls-client-ca)",
+                 addr);
+    else if (!mutual)
+        log_warn("`%s' is reachable from other hosts and clients are not authenticated "
+                 "(--tls-client-ca requires client certificates)",
+                 addr);
+    return 0;
+}
+
+static grpc_arg int_arg(const char *key, int value)
+{
+    grpc_arg a;
+    memset(&a, 0, sizeof(a));
+    a.type = GRPC_ARG_INTEGER;
+    a.key = (char *)key;
+    a.value.integer = value;
+    return a;
+}
+
+/* Limits on what one client can make ipamd hold: message and metadata
+ * sizes, streams per connection, connections that never finish their
+ * handshake or sit idle, dead peers (keepalive pings while calls are open,
+ * so a half-open Watch stream is noticed), and memory for gRPC's buffers.
+ * Watch streams have their own cap (max_watchers). */
+static grpc_server *create_grpc_server(void)
+{
+    grpc_resource_quota *quota = grpc_resource_quota_create("ipamd");
+    grpc_resource_quota_resize(quota, MEMORY_QUOTA_BYTES);
+    grpc_arg args[] = {
+        int_arg(GRPC_ARG_ALLOW_REUSEPORT, 0), /* A second ipamd on the same port must fail. */
+        int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, MAX_RECEIVE_BYTES),
+        int_arg(GRPC_ARG_MAX_CONCURRENT_STREAMS, MAX_STREAMS_PER_CONNECTION),
+        int_arg(GRPC_ARG_MAX_METADATA_SIZE, MAX_METADATA_BYTES),
+        int_arg(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS),
+        int_arg(GRPC_ARG_MAX_CONNECTION_IDLE_MS, MAX_CONNECTION_IDLE_MS),
+        int_arg(GRPC_ARG_KEEPALIVE_TIME_MS, KEEPALIVE_TIME_MS),
+        int_arg(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, KEEPALIVE_TIMEOUT_MS),
+        int_arg(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 0),
+        /* Keep pinging a Watch stream that has nothing to send. */
+        int_arg(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0),
+        {.type = GRPC_ARG_POINTER,
+         .key = (char *)GRPC_ARG_RESOURCE_QUOTA,
+         .value.pointer = {quota, grpc_resource_quota_arg_vtable()}},
+    };
+    grpc_channel_args cargs = {sizeof(args) / sizeof(args[0]), args};
+    grpc_server *gs = grpc_server_create(&cargs, NULL);
+    grpc_resource_quota_unref(quota);
+    return gs;
+}
+
+/* Binds every listen address; -1 with err naming the first that fails. */
+static int add_listeners(grpc_server *gs, const struct server_opts *o, char *err, size_t errlen)
+{
+    struct tls_files t;
+    if (tls_load(o, &t, err, errlen) != 0)
+        return -1;
+    grpc_server_credentials *tls = NULL;
+    if (t.cert) {
+        /* The credentials copy the PEM text. */
+        grpc_ssl_pem_key_cert_pair pair = {t.key, t.cert};
+        tls = grpc_ssl_server_credentials_create_ex(
+            t.client_ca, &pair, 1,
+            t.client_ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                        : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+            NULL);
+    }
+    bool mutual = t.client_ca != NULL, any_tcp = false;
+    tls_free(&t);
+    int rc = 0;
+    int *ports = calloc(o->nlisten + 1, sizeof(*ports));
+    if (!ports) {
+        snprintf(err, errlen, "out of memory");
+        rc = -1;
+    }
+    for (size_t i = 0; i < o->nlisten && rc == 0; i++) {
+        const char *a = o->listen[i];
+        if (is_unix(a)) {
+            rc = add_unix_port(gs, a, o->socket_mode, err, errlen);
+        } else if (is_tcp(a)) {
+            any_tcp = true;
+            rc = add_tcp_port(gs, a, tls, mutual, o->allow_remote, &ports[i], err, errlen);
+        } else {
+            grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+            if (grpc_server_add_http2_port(gs, a, creds) == 0) {
+                snprintf(err, errlen, "cannot listen on `%s' (in use, or not a valid address)", a);
+                rc = -1;
+            }
+            grpc_server_credentials_release(creds);
+        }
+    }
+    for (size_t i = 0; i < o->nlisten && rc == 0; i++) {
+        const char *a = o->listen[i];
+        if (!is_tcp(a))
+            log_info("serving on %s", a);
+        else
+            log_info("serving on %s (port %d, %s)", a, ports[i],
+                     !tls     ? "plaintext"
+                     : mutual ? "mutual TLS"
+                              : "TLS");
+    }
+    free(ports);
+    if (rc == 0 && tls && !any_tcp)
+        log_warn("--tls-cert is unused: TLS is for TCP listeners, and every listener is a Unix "
+                 "socket");
+    if (tls)
+        grpc_server_credentials_release(tls);
+    return rc;
+}
+
+struct server *server_create(struct state *st, const struct server_opts *o, char *err,
+                             size_t errlen)
 {
     /* Every method of the service descriptors must have a handler entry. */
     const ProtobufCServiceDescriptor *svcs[] = {&ipam__v1__ipam__descriptor,
@@ -676,6 +1067,8 @@ struct server *server_create(struct state *st, const char *const *listen, size_t
                 return NULL;
             }
         }
+    if (server_check(o, err, errlen) != 0)
+        return NULL;
 
     struct server *srv = calloc(1, sizeof(*srv));
     if (!srv) {
@@ -689,14 +1082,10 @@ struct server *server_create(struct state *st, const char *const *listen, size_t
     srv->reads_tail = &srv->reads;
     srv->shutdown_tag.fn = on_shutdown;
     srv->generic.tag.fn = on_unknown_call;
+    srv->max_watchers = o->max_watchers;
     atomic_init(&srv->stop, 0);
 
-    grpc_arg args[1];
-    args[0].type = GRPC_ARG_INTEGER;
-    args[0].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
-    args[0].value.integer = 0; /* A second ipamd on the same port must fail. */
-    grpc_channel_args cargs = {1, args};
-    srv->server = grpc_server_create(&cargs, NULL);
+    srv->server = create_grpc_server();
     srv->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
 
@@ -712,23 +1101,16 @@ struct server *server_create(struct state *st, const char *const *listen, size_t
             s->handle = h;
         }
     }
-    for (size_t i = 0; i < nlisten; i++) {
-        grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
-        int port = grpc_server_add_http2_port(srv->server, listen[i], creds);
-        grpc_server_credentials_release(creds);
-        if (port == 0) {
-            snprintf(err, errlen, "cannot listen on `%s' (in use, or not host:port / unix:/path)",
-                     listen[i]);
-            grpc_server_destroy(srv->server);
-            grpc_completion_queue_shutdown(srv->cq);
-            while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
-                       .type != GRPC_QUEUE_SHUTDOWN)
-                ;
-            grpc_completion_queue_destroy(srv->cq);
-            free(srv->slots);
-            free(srv);
-            return NULL;
-        }
+    if (add_listeners(srv->server, o, err, errlen) != 0) {
+        grpc_server_destroy(srv->server);
+        grpc_completion_queue_shutdown(srv->cq);
+        while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+               GRPC_QUEUE_SHUTDOWN)
+            ;
+        grpc_completion_queue_destroy(srv->cq);
+        free(srv->slots);
+        free(srv);
+        return NULL;
     }
     grpc_server_start(srv->server);
     for (size_t i = 0; i < srv->nslots; i++)
@@ -744,7 +1126,8 @@ void server_destroy(struct server *srv)
     grpc_server_destroy(srv->server);
     grpc_completion_queue_shutdown(srv->cq);
     for (;;) {
-        grpc_event ev = grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        grpc_event ev =
+            grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
             break;
         if (ev.type == GRPC_OP_COMPLETE)

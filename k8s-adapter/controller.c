@@ -1222,16 +1222,20 @@ static int sync_all(struct ctl *c)
 
 /* ---- the loop --------------------------------------------------------- */
 
-struct ctl *ctl_new(const struct ctl_opts *o, struct kube *kube)
+struct ctl *ctl_new(const struct ctl_opts *o, struct kube *kube, char **err)
 {
     struct ctl *c = calloc(1, sizeof(*c));
     if (!c)
         oom();
     c->o = *o;
+    c->o.ipamd_tls = NULL; /* Used here only; the caller's may not outlive this. */
     c->kube = kube;
-    c->ipam = ipam_client_open(o->ipamd);
-    if (!c->ipam)
-        oom();
+    c->ipam = o->ipamd_tls ? ipam_client_open_tls(o->ipamd, o->ipamd_tls, err)
+                           : ipam_client_open(o->ipamd);
+    if (!c->ipam) {
+        free(c);
+        return NULL;
+    }
     ipam_client_set_timeout(c->ipam, 10000);
     kv_config_parse(NULL, o->owner_prefix, &c->cfg);
     pthread_mutex_init(&c->stream_mu, NULL);

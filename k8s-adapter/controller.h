@@ -25,6 +25,7 @@
 
 struct ctl_opts {
     const char *ipamd;        /* ipamd target */
+    const ipam_tls *ipamd_tls; /* TLS to ipamd, or NULL */
     const char *owner_prefix; /* lease owners are <prefix>/<ns>/<name> */
     const char *cm_name, *cm_namespace;
     int resync_seconds;
@@ -34,7 +35,8 @@ struct ctl_opts {
 
 struct ctl;
 
-struct ctl *ctl_new(const struct ctl_opts *o, struct kube *kube);
+/* Returns NULL with *err (malloc'd) set when ipamd's TLS files can't be used. */
+struct ctl *ctl_new(const struct ctl_opts *o, struct kube *kube, char **err);
 void ctl_free(struct ctl *c);
 int ctl_run(struct ctl *c, volatile sig_atomic_t *stop);
 /* Thread-safe: makes a blocked ctl_run look at *stop. */

@@ -22,6 +22,10 @@ static const struct {
     {"resync", "SECONDS", "reconcile every Service this often (default 300; 0: never)"},
     {"owner-prefix", "PREFIX", "lease owners are PREFIX/<namespace>/<name> (default k8s)"},
     {"write-status", NULL, "also set status.loadBalancer.ingress"},
+    {"ipamd-tls-ca", "FILE", "TLS to a host:port ipamd: CAs that verify it"},
+    {"ipamd-tls-cert", "FILE", "client certificate for ipamd's --tls-client-ca"},
+    {"ipamd-tls-key", "FILE", "private key of --ipamd-tls-cert"},
+    {"ipamd-tls-server-name", "NAME", "name ipamd's certificate carries (default: ADDR's host)"},
     {"version", NULL, "print the version and exit"},
     {"help", NULL, "print this help and exit"},
 };
@@ -35,7 +39,7 @@ static void usage(FILE *f)
         char left[40];
         snprintf(left, sizeof(left), "--%s%s%s", options[i].name, options[i].arg ? " " : "",
                  options[i].arg ? options[i].arg : "");
-        fprintf(f, "  %-22s %s\n", left, options[i].help);
+        fprintf(f, "  %-28s %s\n", left, options[i].help);
     }
     fprintf(f, "\nEnvironment: KUBEVIP_CONFIG_MAP (kubevip), KUBEVIP_NAMESPACE (kube-system),\n"
                "KUBEVIP_ENABLE_LOADBALANCERCLASS (false), KUBEVIP_CUSTOM_LOADBALANCERCLASS_NAME\n"
@@ -92,6 +96,7 @@ int main(int argc, char **argv)
         .resync_seconds = 300,
     };
     const char *kubeconfig = NULL, *context = NULL, *server = NULL;
+    ipam_tls tls = {NULL, NULL, NULL, NULL};
     struct option lo[NOPTIONS + 1];
     memset(lo, 0, sizeof(lo));
     for (size_t i = 0; i < NOPTIONS; i++) {
@@ -134,6 +139,14 @@ int main(int argc, char **argv)
             o.owner_prefix = optarg;
         } else if (!strcmp(name, "write-status")) {
             o.write_status = true;
+        } else if (!strcmp(name, "ipamd-tls-ca")) {
+            tls.ca_file = optarg;
+        } else if (!strcmp(name, "ipamd-tls-cert")) {
+            tls.cert_file = optarg;
+        } else if (!strcmp(name, "ipamd-tls-key")) {
+            tls.key_file = optarg;
+        } else if (!strcmp(name, "ipamd-tls-server-name")) {
+            tls.server_name = optarg;
         } else if (!strcmp(name, "version")) {
             printf("k8s-adapter %s\n", ADAPTER_VERSION);
             return 0;
@@ -148,6 +161,18 @@ int main(int argc, char **argv)
     }
     if (server && (kubeconfig || context)) {
         fprintf(stderr, "k8s-adapter: --server excludes --kubeconfig and --context\n");
+        return 2;
+    }
+    bool use_tls = tls.ca_file || tls.cert_file || tls.key_file || tls.server_name;
+    if (use_tls && (!strncmp(o.ipamd, "unix:", 5) || !strncmp(o.ipamd, "unix-abstract:", 14))) {
+        fprintf(stderr,
+                "k8s-adapter: --ipamd-tls-* are for a host:port ipamd; its Unix sockets (`%s') "
+                "are plaintext\n",
+                o.ipamd);
+        return 2;
+    }
+    if (!tls.cert_file != !tls.key_file) {
+        fprintf(stderr, "k8s-adapter: --ipamd-tls-cert and --ipamd-tls-key go together\n");
         return 2;
     }
     o.cm_name = env_or("KUBEVIP_CONFIG_MAP", "kubevip");
@@ -166,6 +191,7 @@ int main(int argc, char **argv)
     char err[1024];
     struct kube_config cfg = {0};
     int rc;
+
     if (server)
         rc = kube_config_server(&cfg, server, err, sizeof(err));
     else if (kubeconfig || context || getenv("KUBECONFIG"))
@@ -191,16 +217,26 @@ int main(int argc, char **argv)
         return 1;
     }
     grpc_init();
-    struct ctl *ctl = ctl_new(&o, k);
+    if (use_tls)
+        o.ipamd_tls = &tls;
+    char *msg = NULL;
+    struct ctl *ctl = ctl_new(&o, k, &msg);
+    if (!ctl) {
+        fprintf(stderr, "k8s-adapter: %s\n", msg ? msg : "out of memory");
+        free(msg);
+        kube_free(k);
+        grpc_shutdown();
+        return 1;
+    }
     sc.ctl = ctl;
     pthread_t th;
     if (pthread_create(&th, NULL, signal_thread, &sc) != 0) {
         fprintf(stderr, "k8s-adapter: cannot start the signal thread\n");
         rc = 1;
     } else {
-        fprintf(stderr, "k8s-adapter %s: ipamd %s, ConfigMap %s/%s%s%s\n", ADAPTER_VERSION, o.ipamd,
-                o.cm_namespace, o.cm_name, o.svc.class_mode ? ", class " : "",
-                o.svc.class_mode ? o.svc.class_name : "");
+        fprintf(stderr, "k8s-adapter %s: ipamd %s%s, ConfigMap %s/%s%s%s\n", ADAPTER_VERSION,
+                o.ipamd, use_tls ? " (TLS)" : "", o.cm_namespace, o.cm_name,
+                o.svc.class_mode ? ", class " : "", o.svc.class_mode ? o.svc.class_name : "");
         rc = ctl_run(ctl, &stop);
         pthread_kill(th, SIGTERM); /* Unblocks the signal thread if we stopped on our own. */
         pthread_join(th, NULL);

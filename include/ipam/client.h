@@ -70,10 +70,28 @@ typedef struct ipam_client ipam_client;
 typedef struct ipam_stream ipam_stream;
 
 /* Opens a channel to target ("host:port", "unix:/path", "unix-abstract:name")
- * with insecure credentials. Connecting is lazy: an unreachable server shows up
- * as UNAVAILABLE on the first call. Returns NULL only when memory runs out or
- * target is NULL. */
+ * with insecure credentials.
+ * Connecting is lazy: an unreachable server shows up as UNAVAILABLE on the
+ * first call. Returns NULL only when memory runs out or target is NULL. */
 ipam_client *ipam_client_open(const char *target);
+
+/* TLS settings of a channel: paths of PEM files, each optional. ipamd serves
+ * TLS on TCP listeners only; its Unix sockets are plaintext. */
+typedef struct ipam_tls {
+    const char *ca_file;     /* CAs the server's certificate must chain to; NULL: gRPC's
+                                default roots ($GRPC_DEFAULT_SSL_ROOTS_FILE_PATH, else its own) */
+    const char *cert_file;   /* client certificate chain for mutual TLS, with key_file */
+    const char *key_file;    /* its private key */
+    const char *server_name; /* name the server's certificate must carry; NULL: target's host */
+} ipam_tls;
+
+/* Opens a channel like ipam_client_open() over TLS (insecure when tls is NULL).
+ * The files are read now; the library keeps no pointer into tls. Returns NULL
+ * with *errmsg set (quoting the file and the cause) when a file cannot be read
+ * or is not PEM, when only one of cert_file and key_file is given, or when
+ * memory runs out. A server that fails verification (wrong CA, wrong name,
+ * client certificate refused) shows up as UNAVAILABLE on the first call. */
+ipam_client *ipam_client_open_tls(const char *target, const ipam_tls *tls, char **errmsg);
 
 /* Closes the channel and releases the client. NULL is ignored. */
 void ipam_client_close(ipam_client *c);
