@@ -1,6 +1,7 @@
 /* Service objects: parsing what they ask for, patches for what they carry. */
 #include "service.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,12 +54,17 @@ static bool list_has(const char *list, const char *item)
     return false;
 }
 
-static void set_problem(struct svc *s, const char *fmt, const char *what)
+/* The format is always a literal: what the Service carries is an argument,
+ * never part of a format. */
+__attribute__((format(printf, 2, 3))) static void set_problem(struct svc *s, const char *fmt, ...)
 {
     if (s->problem)
         return;
     char buf[512];
-    snprintf(buf, sizeof(buf), fmt, what);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
     s->problem = strdup(buf);
     if (!s->problem)
         oom();
@@ -70,9 +76,7 @@ static void take_requested(struct svc *s, const char *list, const char *what)
     char **v = NULL, err[300];
     size_t n = 0;
     if (ipam_list_split(list, &v, &n, err, sizeof(err)) != 0 || n > 2) {
-        char msg[400];
-        snprintf(msg, sizeof(msg), "%%s `%.200s' is not one address or an IPv4,IPv6 pair", list);
-        set_problem(s, msg, what);
+        set_problem(s, "%s `%.200s' is not one address or an IPv4,IPv6 pair", what, list);
         ipam_list_free(v, n);
         return;
     }
@@ -80,9 +84,7 @@ static void take_requested(struct svc *s, const char *list, const char *what)
     for (size_t i = 0; i < n; i++) {
         ipam_u128 a;
         if (ipam_addr_parse(v[i], strlen(v[i]), &a) != 0) {
-            char msg[400];
-            snprintf(msg, sizeof(msg), "%%s holds `%.200s', which is not an IP address", v[i]);
-            set_problem(s, msg, what);
+            set_problem(s, "%s holds `%.200s', which is not an IP address", what, v[i]);
             ipam_list_free(v, n);
             return;
         }

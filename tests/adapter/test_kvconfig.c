@@ -199,6 +199,10 @@ static void test_service_parsing(void)
         {"{\"metadata\":{\"namespace\":\"a\",\"name\":\"b\",\"annotations\":{"
          "\"kube-vip.io/loadbalancerIPs\":\"not-an-ip\"}},\"spec\":{\"type\":\"LoadBalancer\"}}",
          &plain, true, NULL, NULL, 0, 0, "not-an-ip"},
+        /* Carried text is data, never a format (found by fuzzing). */
+        {"{\"metadata\":{\"namespace\":\"a\",\"name\":\"b\"},\"spec\":{\"type\":"
+         "\"LoadBalancer\",\"loadBalancerIP\":\"%s%s%s%s%n%s\"}}",
+         &plain, true, NULL, NULL, 0, 0, "holds `%s%s%s%s%n%s'"},
         {"{\"metadata\":{\"namespace\":\"a\",\"name\":\"b\",\"annotations\":{"
          "\"kube-vip.io/loadbalancerIPs\":\"192.0.2.1,192.0.2.2\"}},\"spec\":{\"type\":"
          "\"LoadBalancer\"}}",

@@ -205,7 +205,7 @@ int main(int argc, char **argv)
     g.prefix = "bench/";
     g.owners = 1000;
     const char *mode = NULL;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v)
             usage();
@@ -227,7 +227,6 @@ int main(int argc, char **argv)
             g.prefix = v;
         else
             usage();
-        i++;
     }
     if (!g.target || !mode || g.inflight < 1 || g.channels < 1 || g.owners < 1)
         usage();
