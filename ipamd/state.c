@@ -25,7 +25,7 @@ struct state {
     /* After a failed commit no lease expires before this time: the reload
      * brings due leases back, and expiring them again at once would spin on
      * a store that keeps failing. */
-    int64_t expire_hold, expire_seen; /* expire_seen: the latest `now' given */
+    int64_t expire_hold, expire_seen; /* expire_seen: the `now' of the last st_expire */
     struct store_op *ops;
     size_t nops, capops;
     struct event *ring; /* events of revisions ring_first .. ring_first+nring-1 */
@@ -960,8 +960,7 @@ enum ipam_err st_renew(struct state *s, const char *owner, uint32_t ttl, struct 
 size_t st_expire(struct state *s, int64_t now)
 {
     size_t n = 0;
-    if (now > s->expire_seen)
-        s->expire_seen = now;
+    s->expire_seen = now;
     if (now < s->expire_hold)
         return 0;
     struct avl_node *e;
@@ -1166,9 +1165,11 @@ int st_commit(struct state *s, char *err, size_t errlen)
     }
     clear_memory(s);
     /* The caller's clock and time() may disagree by a tick (time() can be
-     * the coarse clock): hold past both. */
+     * the coarse clock): hold past both, but never trust a caller's time
+     * further ahead than that. */
     int64_t now = time(NULL);
-    s->expire_hold = (now > s->expire_seen ? now : s->expire_seen) + 1;
+    bool ahead = s->expire_seen > now && s->expire_seen - now <= 1;
+    s->expire_hold = (ahead ? s->expire_seen : now) + 1;
     char lerr[512];
     if (load(s, lerr, sizeof(lerr)) != 0) {
         fprintf(stderr, "ipamd: cannot reload the store after a failed commit: %s\n", lerr);
