@@ -65,18 +65,6 @@ struct kube_watch {
     char errbuf[CURL_ERROR_SIZE];
 };
 
-__attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen, const char *fmt,
-                                                      ...)
-{
-    va_list ap;
-
-    if (errlen > 0) {
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 static bool is_space(char c)
 {
@@ -142,7 +130,7 @@ static void http_error(char *err, size_t errlen, const char *method, const char 
     size_t n = 0;
 
     if (msg != NULL) {
-        fail(err, errlen, "%s %s: HTTP %ld: %s", method, url, status, msg);
+        kube_fail(err, errlen, "%s %s: HTTP %ld: %s", method, url, status, msg);
         return;
     }
     while (body != NULL && is_space(*body))
@@ -150,9 +138,9 @@ static void http_error(char *err, size_t errlen, const char *method, const char 
     while (body != NULL && body[n] != '\0' && body[n] != '\n' && body[n] != '\r' && n < 200)
         n++;
     if (n == 0)
-        fail(err, errlen, "%s %s: HTTP %ld", method, url, status);
+        kube_fail(err, errlen, "%s %s: HTTP %ld", method, url, status);
     else
-        fail(err, errlen, "%s %s: HTTP %ld: %.*s", method, url, status, (int)n, body);
+        kube_fail(err, errlen, "%s %s: HTTP %ld: %.*s", method, url, status, (int)n, body);
 }
 
 /* Formats a curl failure: its generic text, then its detailed one when there is. */
@@ -160,9 +148,9 @@ static void transport_error(char *err, size_t errlen, const char *method, const 
                             CURLcode cc, const char *detail)
 {
     if (detail != NULL && detail[0] != '\0')
-        fail(err, errlen, "%s %s: %s (%s)", method, url, curl_easy_strerror(cc), detail);
+        kube_fail(err, errlen, "%s %s: %s (%s)", method, url, curl_easy_strerror(cc), detail);
     else
-        fail(err, errlen, "%s %s: %s", method, url, curl_easy_strerror(cc));
+        kube_fail(err, errlen, "%s %s: %s", method, url, curl_easy_strerror(cc));
 }
 
 static char *join_url(const struct kube *k, const char *path)
@@ -266,7 +254,7 @@ static int current_token(struct kube *k, const char **token, char *err, size_t e
     bool changed =
         k->file_token == NULL || stat(k->cfg.token_file, &st) < 0 || !same_file(&st, &k->token_st);
     if (changed && read_token_file(k) < 0 && k->file_token == NULL)
-        return fail(err, errlen, "token file `%s': %s", k->cfg.token_file, strerror(errno));
+        return kube_fail(err, errlen, "token file `%s': %s", k->cfg.token_file, strerror(errno));
     *token = k->file_token;
     if (*token != NULL && (*token)[0] == '\0')
         *token = NULL;
@@ -392,31 +380,31 @@ struct kube *kube_new(const struct kube_config *cfg, char *err, size_t errlen)
     bool global = false;
 
     if (cfg == NULL || cfg->server == NULL) {
-        fail(err, errlen, "no API server configured");
+        kube_fail(err, errlen, "no API server configured");
         goto fail;
     }
     if (strncmp(cfg->server, "https://", 8) != 0 && strncmp(cfg->server, "http://", 7) != 0) {
-        fail(err, errlen, "server `%s' is not an http:// or https:// URL", cfg->server);
+        kube_fail(err, errlen, "server `%s' is not an http:// or https:// URL", cfg->server);
         goto fail;
     }
     if (cfg->token != NULL && !header_safe(cfg->token)) {
-        fail(err, errlen, "the token contains control characters");
+        kube_fail(err, errlen, "the token contains control characters");
         goto fail;
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        fail(err, errlen, "cannot initialise libcurl");
+        kube_fail(err, errlen, "cannot initialise libcurl");
         goto fail;
     }
     global = true;
     k = calloc(1, sizeof *k);
     if (k == NULL || kube_config_copy(&k->cfg, cfg) < 0) {
-        fail(err, errlen, "out of memory");
+        kube_fail(err, errlen, "out of memory");
         goto fail;
     }
     k->easy = curl_easy_init();
     k->multi = curl_multi_init();
     if (k->easy == NULL || k->multi == NULL) {
-        fail(err, errlen, "cannot create curl handles");
+        kube_fail(err, errlen, "cannot create curl handles");
         goto fail;
     }
     if (current_token(k, &token, err, errlen) < 0)
@@ -485,16 +473,16 @@ int kube_request(struct kube *k, const char *method, const char *path_and_query,
         err[0] = '\0';
     url = join_url(k, path_and_query);
     if (url == NULL) {
-        fail(err, errlen, "%s %s: out of memory", method, path_and_query);
+        kube_fail(err, errlen, "%s %s: out of memory", method, path_and_query);
         goto out;
     }
     if (current_token(k, &token, msg, sizeof msg) < 0) {
-        fail(err, errlen, "%s %s: %s", method, url, msg);
+        kube_fail(err, errlen, "%s %s: %s", method, url, msg);
         goto out;
     }
     headers = make_headers(token, content_type, body != NULL);
     if (headers == NULL) {
-        fail(err, errlen, "%s %s: out of memory", method, url);
+        kube_fail(err, errlen, "%s %s: out of memory", method, url);
         goto out;
     }
     curl_easy_reset(k->easy);
@@ -505,22 +493,22 @@ int kube_request(struct kube *k, const char *method, const char *path_and_query,
          curl_easy_setopt(k->easy, CURLOPT_WRITEFUNCTION, body_write) == CURLE_OK &&
          curl_easy_setopt(k->easy, CURLOPT_WRITEDATA, &b) == CURLE_OK;
     if (!ok) {
-        fail(err, errlen, "%s %s: cannot set up the transfer", method, url);
+        kube_fail(err, errlen, "%s %s: cannot set up the transfer", method, url);
         goto out;
     }
     cc = curl_easy_perform(k->easy);
     if (cc != CURLE_OK) {
         if (b.over || cc == CURLE_FILESIZE_EXCEEDED)
-            fail(err, errlen, "%s %s: response body exceeds 64 MiB", method, url);
+            kube_fail(err, errlen, "%s %s: response body exceeds 64 MiB", method, url);
         else if (b.oom)
-            fail(err, errlen, "%s %s: out of memory", method, url);
+            kube_fail(err, errlen, "%s %s: out of memory", method, url);
         else
             transport_error(err, errlen, method, url, cc, errbuf);
         goto out;
     }
     curl_easy_getinfo(k->easy, CURLINFO_RESPONSE_CODE, &status);
     if (buf_append(&b, "", 0) < 0) {
-        fail(err, errlen, "%s %s: out of memory", method, url);
+        kube_fail(err, errlen, "%s %s: out of memory", method, url);
         goto out;
     }
     if (status >= 400)

@@ -13,8 +13,7 @@
 #define SA_DIR_DEFAULT "/var/run/secrets/kubernetes.io/serviceaccount"
 #define NAMESPACE_MAX 4096
 
-__attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen, const char *fmt,
-                                                      ...)
+int kube_fail(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
 
@@ -173,12 +172,12 @@ int kube_config_server(struct kube_config *cfg, const char *url, char *err, size
     memset(cfg, 0, sizeof *cfg);
     cfg->server = clean_server_url(url, &oom);
     if (cfg->server == NULL)
-        return oom ? fail(err, errlen, "out of memory")
-                   : fail(err, errlen, "server `%s' is not an http:// or https:// URL", url);
+        return oom ? kube_fail(err, errlen, "out of memory")
+                   : kube_fail(err, errlen, "server `%s' is not an http:// or https:// URL", url);
     cfg->namespace_ = strdup("default");
     if (cfg->namespace_ == NULL) {
         kube_config_free(cfg);
-        return fail(err, errlen, "out of memory");
+        return kube_fail(err, errlen, "out of memory");
     }
     return 0;
 }
@@ -209,17 +208,17 @@ int kube_config_in_cluster(struct kube_config *cfg, char *err, size_t errlen)
 
     memset(cfg, 0, sizeof *cfg);
     if (host == NULL || *host == '\0') {
-        fail(err, errlen,
+        kube_fail(err, errlen,
              "in-cluster config: KUBERNETES_SERVICE_HOST is not set (not running in a Pod?)");
         goto out;
     }
     if (port == NULL || *port == '\0') {
-        fail(err, errlen,
+        kube_fail(err, errlen,
              "in-cluster config: KUBERNETES_SERVICE_PORT is not set (not running in a Pod?)");
         goto out;
     }
     if (!is_port(port)) {
-        fail(err, errlen, "in-cluster config: KUBERNETES_SERVICE_PORT `%s' is not a port number",
+        kube_fail(err, errlen, "in-cluster config: KUBERNETES_SERVICE_PORT `%s' is not a port number",
              port);
         goto out;
     }
@@ -232,21 +231,21 @@ int kube_config_in_cluster(struct kube_config *cfg, char *err, size_t errlen)
     cfg->ca_file = str_printf("%s/ca.crt", dir);
     ns_path = str_printf("%s/namespace", dir);
     if (cfg->server == NULL || cfg->token_file == NULL || cfg->ca_file == NULL || ns_path == NULL) {
-        fail(err, errlen, "out of memory");
+        kube_fail(err, errlen, "out of memory");
         goto out;
     }
     if (access(cfg->token_file, R_OK) < 0) {
-        fail(err, errlen, "in-cluster config: token file `%s': %s", cfg->token_file,
+        kube_fail(err, errlen, "in-cluster config: token file `%s': %s", cfg->token_file,
              strerror(errno));
         goto out;
     }
     if (access(cfg->ca_file, R_OK) < 0) {
-        fail(err, errlen, "in-cluster config: CA file `%s': %s", cfg->ca_file, strerror(errno));
+        kube_fail(err, errlen, "in-cluster config: CA file `%s': %s", cfg->ca_file, strerror(errno));
         goto out;
     }
     cfg->namespace_ = read_trimmed(ns_path, NAMESPACE_MAX);
     if (cfg->namespace_ == NULL && errno != ENOENT) {
-        fail(err, errlen, "in-cluster config: namespace file `%s': %s", ns_path, strerror(errno));
+        kube_fail(err, errlen, "in-cluster config: namespace file `%s': %s", ns_path, strerror(errno));
         goto out;
     }
     if (cfg->namespace_ != NULL && cfg->namespace_[0] == '\0') {
@@ -256,7 +255,7 @@ int kube_config_in_cluster(struct kube_config *cfg, char *err, size_t errlen)
     if (cfg->namespace_ == NULL)
         cfg->namespace_ = strdup("default");
     if (cfg->namespace_ == NULL) {
-        fail(err, errlen, "out of memory");
+        kube_fail(err, errlen, "out of memory");
         goto out;
     }
     rc = 0;
@@ -364,9 +363,9 @@ __attribute__((format(printf, 3, 4))) static int kc_fail(struct kc *kc, const ya
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     if (at != NULL)
-        return fail(kc->err, kc->errlen, "kubeconfig `%s' line %zu: %s", kc->path,
+        return kube_fail(kc->err, kc->errlen, "kubeconfig `%s' line %zu: %s", kc->path,
                     (size_t)at->start_mark.line + 1, msg);
-    return fail(kc->err, kc->errlen, "kubeconfig `%s': %s", kc->path, msg);
+    return kube_fail(kc->err, kc->errlen, "kubeconfig `%s': %s", kc->path, msg);
 }
 
 static bool scalar_is(const yaml_node_t *n, const char *s)
@@ -512,7 +511,7 @@ static int resolve_file(struct kc *kc, const yaml_node_t *at, const char *what, 
     else
         *out = str_printf("%s/%s", kc->dir, p);
     if (*out == NULL)
-        return fail(kc->err, kc->errlen, "out of memory");
+        return kube_fail(kc->err, kc->errlen, "out of memory");
     if (access(*out, R_OK) < 0)
         return kc_fail(kc, at, "%s: %s `%s': %s", what, key, *out, strerror(errno));
     return 0;
@@ -534,7 +533,7 @@ static int get_pem_data(struct kc *kc, const yaml_node_t *map, const char *key, 
         return 0;
     rc = base64_decode(s, strlen(s), out, &n);
     if (rc == -2)
-        return fail(kc->err, kc->errlen, "out of memory");
+        return kube_fail(kc->err, kc->errlen, "out of memory");
     if (rc < 0)
         return kc_fail(kc, at, "%s: %s is not valid base64", what, key);
     if (strlen(*out) != n || strstr(*out, "-----BEGIN ") == NULL) {
@@ -580,7 +579,7 @@ static int load_cluster(struct kc *kc, struct kube_config *cfg, const yaml_node_
         return kc_fail(kc, entry, "%s has no server", what);
     cfg->server = clean_server_url(server, &oom);
     if (cfg->server == NULL)
-        return oom ? fail(kc->err, kc->errlen, "out of memory")
+        return oom ? kube_fail(kc->err, kc->errlen, "out of memory")
                    : kc_fail(kc, at, "%s: server `%s' is not an http:// or https:// URL", what,
                              server);
     if (get_pem_data(kc, cluster, "certificate-authority-data", what, &cfg->ca_pem) < 0 ||
@@ -623,7 +622,7 @@ static int load_user(struct kc *kc, struct kube_config *cfg, const yaml_node_t *
     if (token != NULL) {
         cfg->token = strdup(token);
         if (cfg->token == NULL)
-            return fail(kc->err, kc->errlen, "out of memory");
+            return kube_fail(kc->err, kc->errlen, "out of memory");
     }
     if (get_file(kc, user, "tokenFile", what, &cfg->token_file) < 0 ||
         get_pem_data(kc, user, "client-certificate-data", what, &cfg->cert_pem) < 0 ||
@@ -653,7 +652,7 @@ static char *default_kubeconfig(char *err, size_t errlen)
             if (n > 0) {
                 p = dup_n(s, n);
                 if (p == NULL) {
-                    fail(err, errlen, "out of memory");
+                    kube_fail(err, errlen, "out of memory");
                     return NULL;
                 }
                 if (access(p, F_OK) == 0)
@@ -664,16 +663,16 @@ static char *default_kubeconfig(char *err, size_t errlen)
             if (*s == ':')
                 s++;
         }
-        fail(err, errlen, "none of the files in KUBECONFIG `%s' exists", env);
+        kube_fail(err, errlen, "none of the files in KUBECONFIG `%s' exists", env);
         return NULL;
     }
     if (home == NULL || *home == '\0') {
-        fail(err, errlen, "no kubeconfig: neither KUBECONFIG nor HOME is set");
+        kube_fail(err, errlen, "no kubeconfig: neither KUBECONFIG nor HOME is set");
         return NULL;
     }
     p = str_printf("%s/.kube/config", home);
     if (p == NULL)
-        fail(err, errlen, "out of memory");
+        kube_fail(err, errlen, "out of memory");
     return p;
 }
 
@@ -710,7 +709,7 @@ static int load_document(struct kc *kc, struct kube_config *cfg, const char *con
         return -1;
     cfg->namespace_ = strdup(ns != NULL ? ns : "default");
     if (cfg->namespace_ == NULL)
-        return fail(kc->err, kc->errlen, "out of memory");
+        return kube_fail(kc->err, kc->errlen, "out of memory");
     return 0;
 }
 
@@ -740,7 +739,7 @@ int kube_config_load_kubeconfig(struct kube_config *cfg, const char *path, const
     else
         kc.dir = dup_n(path, (size_t)(slash - path));
     if (kc.dir == NULL) {
-        fail(err, errlen, "out of memory");
+        kube_fail(err, errlen, "out of memory");
         goto out;
     }
     f = fopen(path, "r");
@@ -749,13 +748,13 @@ int kube_config_load_kubeconfig(struct kube_config *cfg, const char *path, const
         goto out;
     }
     if (!yaml_parser_initialize(&parser)) {
-        fail(err, errlen, "out of memory");
+        kube_fail(err, errlen, "out of memory");
         goto out;
     }
     parser_ok = true;
     yaml_parser_set_input_file(&parser, f);
     if (!yaml_parser_load(&parser, &kc.doc)) {
-        fail(err, errlen, "kubeconfig `%s' line %zu column %zu: %s%s%s", path,
+        kube_fail(err, errlen, "kubeconfig `%s' line %zu column %zu: %s%s%s", path,
              parser.problem_mark.line + 1, parser.problem_mark.column + 1,
              parser.problem ? parser.problem : "invalid YAML", parser.context ? " " : "",
              parser.context ? parser.context : "");

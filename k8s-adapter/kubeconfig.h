@@ -77,6 +77,10 @@ int kube_config_load_kubeconfig(struct kube_config *cfg, const char *path, const
  * The URL must start with http:// or https://; a trailing '/' is dropped. */
 int kube_config_server(struct kube_config *cfg, const char *url, char *err, size_t errlen);
 
+/* Writes a printf-style message into err (errlen bytes, always terminated
+ * when errlen > 0) and returns -1: the error path of this library and kube.c. */
+int kube_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Frees every string of cfg and zeroes it. cfg may be NULL. */
 void kube_config_free(struct kube_config *cfg);
 
