@@ -30,6 +30,7 @@
 
 #include "api.h"
 #include "codec.h"
+#include "fake_store.h"
 #include "state.h"
 #include "usedidx.h"
 
@@ -41,117 +42,6 @@
 #define OP_EXPIRE 0xf0
 #define OP_FAIL_COMMIT 0xf1
 #define OP_RESTART 0xf2
-
-/* ---- an in-memory store ----------------------------------------------- */
-
-struct fake_obj {
-    struct fake_obj *next;
-    enum store_kind kind;
-    char *key;
-    uint8_t *data;
-    size_t len;
-};
-
-struct store {
-    struct fake_obj *objs;
-    uint64_t rev;
-    bool open, fail_next;
-};
-
-static struct store fake;
-
-static struct store *fake_open(const char *dir, char *err, size_t errlen)
-{
-    (void)dir;
-    if (fake.open) {
-        snprintf(err, errlen, "fake store is in use");
-        return NULL;
-    }
-    fake.open = true;
-    return &fake;
-}
-
-static int fake_load(struct store *s, const struct store_loader *l, uint64_t *revision, char *err,
-                     size_t errlen)
-{
-    /* Pools first: leases name their pool. */
-    for (int pass = 0; pass < 2; pass++)
-        for (const struct fake_obj *o = s->objs; o; o = o->next)
-            if (o->kind == (pass ? STORE_LEASE : STORE_POOL) &&
-                l->object(l->ctx, o->kind, o->key, o->data, o->len, err, errlen) != 0)
-                return -1;
-    *revision = s->rev;
-    return 0;
-}
-
-static void obj_free(struct fake_obj *o)
-{
-    free(o->key);
-    free(o->data);
-    free(o);
-}
-
-static int fake_commit(struct store *s, uint64_t revision, const struct store_op *ops, size_t n,
-                       char *err, size_t errlen)
-{
-    if (s->fail_next) {
-        s->fail_next = false;
-        snprintf(err, errlen, "injected commit failure");
-        return -1;
-    }
-    FUZZ_ASSERT(revision > s->rev, "commit of revision %llu after %llu",
-                (unsigned long long)revision, (unsigned long long)s->rev);
-    for (size_t i = 0; i < n; i++) {
-        struct fake_obj **p = &s->objs;
-        while (*p && !((*p)->kind == ops[i].kind && strcmp((*p)->key, ops[i].key) == 0))
-            p = &(*p)->next;
-        if (ops[i].del) {
-            struct fake_obj *o = *p;
-            if (o) {
-                *p = o->next;
-                obj_free(o);
-            }
-            continue;
-        }
-        if (!*p) {
-            *p = calloc(1, sizeof(**p));
-            FUZZ_ASSERT(*p != NULL, "out of memory");
-            (*p)->kind = ops[i].kind;
-            (*p)->key = strdup(ops[i].key);
-        }
-        free((*p)->data);
-        (*p)->data = malloc(ops[i].len ? ops[i].len : 1);
-        FUZZ_ASSERT((*p)->key != NULL && (*p)->data != NULL, "out of memory");
-        if (ops[i].len)
-            memcpy((*p)->data, ops[i].data, ops[i].len);
-        (*p)->len = ops[i].len;
-    }
-    s->rev = revision;
-    return 0;
-}
-
-static void fake_close(struct store *s)
-{
-    s->open = false;
-}
-
-static const struct store_backend fake_backend = {
-    .name = "fuzz",
-    .open = fake_open,
-    .load = fake_load,
-    .commit = fake_commit,
-    .close = fake_close,
-};
-
-static void fake_reset(void)
-{
-    while (fake.objs) {
-        struct fake_obj *o = fake.objs;
-        fake.objs = o->next;
-        obj_free(o);
-    }
-    memset(&fake, 0, sizeof fake);
-}
 
 static struct state *open_state(void)
 {
