@@ -555,7 +555,7 @@ def test_a_watch_consumer_that_stops_reading_is_dropped_and_memory_stays_bounded
     history = 512
     d = ipamd_factory(extra_args=("--watch-history", str(history)))
     c = d.client
-    c.apply_pool("lan", ["10.0.0.0/16"])
+    c.apply_pool("lan", ["198.51.100.0/24"])
     labels = {f"k{j}": chr(ord("a") + j) * 1000 for j in range(8)}  # ~8 KiB per event
     owners = 64
 
@@ -618,3 +618,36 @@ def test_a_watch_consumer_that_stops_reading_is_dropped_and_memory_stays_bounded
     grown_kib = rss_after - rss_before
     assert grown_kib < 64 * 1024 and grown_kib < went_by_kib / 2, \
         f"RSS grew {grown_kib} KiB while {went_by_kib} KiB of events went by"
+
+
+def test_hundreds_of_connections_do_not_starve_other_clients(ipamd, pb):
+    """A client that opens many connections (each its own channel with its own
+    subchannel pool, so no connection is shared) and keeps them open with a call
+    each cannot exhaust ipamd: a fresh client is still served, and ipamd's
+    memory stays bounded."""
+    base_rss = vm_rss_kib(ipamd.proc.pid)
+    opts = CHANNEL_OPTIONS + [("grpc.use_local_subchannel_pool", 1)]
+    check = "/grpc.health.v1.Health/Check"
+    req = pb.health.HealthCheckRequest(service="").SerializeToString()
+    channels = []
+    try:
+        for _ in range(300):
+            ch = grpc.insecure_channel(ipamd.target, options=opts)
+            channels.append(ch)
+            ch.unary_unary(check)(req, timeout=10)
+        # They are separate connections, all still open in ipamd.
+        sockets = sum(1 for fd in os.listdir(f"/proc/{ipamd.proc.pid}/fd")
+                      if os.readlink(f"/proc/{ipamd.proc.pid}/fd/{fd}").startswith("socket:"))
+        assert sockets >= 300, f"ipamd holds {sockets} sockets, not one per connection"
+        for ch in channels[::30]:
+            ch.unary_unary(check)(req, timeout=10)
+        ipamd.client.apply_pool("lan", ["203.0.113.0/28"])
+        lease = ipamd.client.alloc("lan", "fresh")
+        assert list(lease.addresses) == ["203.0.113.0"]
+        grown = vm_rss_kib(ipamd.proc.pid) - base_rss
+        # Generous: a connection costs tens of KiB; 300 of them must stay far
+        # below what a client could make ipamd hold without limits.
+        assert grown < 128 * 1024, f"ipamd grew {grown} KiB for 300 connections"
+    finally:
+        for ch in channels:
+            ch.close()
