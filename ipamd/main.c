@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "ipam/opttab.h"
 #include "log.h"
 #include "server.h"
 #include "state.h"
@@ -30,11 +31,7 @@ struct opts {
 };
 
 /* Options are declared once; getopt's table and the usage text derive from it. */
-static const struct {
-    const char *name;
-    const char *arg;
-    const char *help;
-} options[] = {
+static const struct ipam_opt options[] = {
     {"listen", "ADDR",
      "host:port or unix:/path to serve on; repeatable (default " DEFAULT_LISTEN ")"},
     {"data-dir", "DIR", "where the database lives (default " DEFAULT_DATA_DIR ")"},
@@ -60,12 +57,7 @@ static const struct {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: ipamd [OPTION]...\n\nServes IP address pools and leases over gRPC.\n\n");
-    for (size_t i = 0; i < NOPTIONS; i++) {
-        char left[40];
-        snprintf(left, sizeof(left), "--%s%s%s", options[i].name, options[i].arg ? " " : "",
-                 options[i].arg ? options[i].arg : "");
-        fprintf(f, "  %-22s %s\n", left, options[i].help);
-    }
+    ipam_opt_usage(f, options, NOPTIONS, 22);
     fprintf(f, "\nUnix sockets are plaintext; their file mode is their access control.\n");
 }
 
@@ -98,12 +90,7 @@ static int parse_count(const char *s, size_t max, size_t *out)
 static int parse_args(int argc, char **argv, struct opts *o)
 {
     struct option lo[NOPTIONS + 1];
-    memset(lo, 0, sizeof(lo));
-    for (size_t i = 0; i < NOPTIONS; i++) {
-        lo[i].name = options[i].name;
-        lo[i].has_arg = options[i].arg ? required_argument : no_argument;
-        lo[i].val = 256 + (int)i;
-    }
+    ipam_opt_getopt(options, NOPTIONS, lo);
     int c, idx;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", lo, &idx)) != -1) {
@@ -112,7 +99,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
             usage(stderr);
             return 2;
         }
-        const char *name = options[c - 256].name;
+        const char *name = options[c - IPAM_OPT_BASE].name;
         if (!strcmp(name, "listen")) {
             if (o->srv.nlisten == MAX_LISTEN) {
                 fprintf(stderr, "ipamd: at most %d --listen addresses\n", MAX_LISTEN);

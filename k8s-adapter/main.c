@@ -9,12 +9,11 @@
 #include <strings.h>
 
 #include "controller.h"
+#include "ipam/opttab.h"
 #include "kube.h"
 #include "kubeconfig.h"
 
-static const struct {
-    const char *name, *arg, *help;
-} options[] = {
+static const struct ipam_opt options[] = {
     {"ipamd", "ADDR", "ipamd to use (default unix:/run/ipamd/ipamd.sock)"},
     {"kubeconfig", "FILE", "kubeconfig to use (default $KUBECONFIG, else in-cluster)"},
     {"context", "NAME", "kubeconfig context (default its current-context)"},
@@ -35,12 +34,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: k8s-adapter [OPTION]...\n\nGives Services of type LoadBalancer "
                "their addresses from ipamd (kube-vip-cloud-provider compatible).\n\n");
-    for (size_t i = 0; i < NOPTIONS; i++) {
-        char left[40];
-        snprintf(left, sizeof(left), "--%s%s%s", options[i].name, options[i].arg ? " " : "",
-                 options[i].arg ? options[i].arg : "");
-        fprintf(f, "  %-28s %s\n", left, options[i].help);
-    }
+    ipam_opt_usage(f, options, NOPTIONS, 28);
     fprintf(f, "\nEnvironment: KUBEVIP_CONFIG_MAP (kubevip), KUBEVIP_NAMESPACE (kube-system),\n"
                "KUBEVIP_ENABLE_LOADBALANCERCLASS (false), KUBEVIP_CUSTOM_LOADBALANCERCLASS_NAME\n"
                "(kube-vip.io/kube-vip-class).\n");
@@ -98,12 +92,7 @@ int main(int argc, char **argv)
     const char *kubeconfig = NULL, *context = NULL, *server = NULL;
     ipam_tls tls = {NULL, NULL, NULL, NULL};
     struct option lo[NOPTIONS + 1];
-    memset(lo, 0, sizeof(lo));
-    for (size_t i = 0; i < NOPTIONS; i++) {
-        lo[i].name = options[i].name;
-        lo[i].has_arg = options[i].arg ? required_argument : no_argument;
-        lo[i].val = 256 + (int)i;
-    }
+    ipam_opt_getopt(options, NOPTIONS, lo);
     int c, idx;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", lo, &idx)) != -1) {
@@ -113,7 +102,7 @@ int main(int argc, char **argv)
             usage(stderr);
             return 2;
         }
-        const char *name = options[c - 256].name;
+        const char *name = options[c - IPAM_OPT_BASE].name;
         if (!strcmp(name, "ipamd")) {
             o.ipamd = optarg;
         } else if (!strcmp(name, "kubeconfig")) {
