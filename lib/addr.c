@@ -136,6 +136,19 @@ static int parse_prefix(const char *p, size_t len, int *out)
     return 0;
 }
 
+/* IPv4 is held in ::ffff:0:0/96, so an IPv6 block reaching into it would
+ * hand out IPv4 addresses under an IPv6 name. IPv4-mapped addresses are
+ * never assigned to IPv6 interfaces (RFC 4291 2.5.5.2), so such a block is
+ * refused rather than silently cut in two. */
+static int check_mapped(const ipam_block *b, const char *s, int elen, char *err, size_t errlen)
+{
+    if (ipam_is_v4(b->lo) || b->hi < IPAM_V4_BASE || b->lo > (IPAM_V4_BASE | 0xffffffffu))
+        return 0;
+    set_err(err, errlen, "IPv6 block `%.*s' overlaps the IPv4-mapped range ::ffff:0:0/96", elen,
+            s);
+    return -1;
+}
+
 int ipam_block_parse(const char *s, size_t len, ipam_block *out, char *err, size_t errlen)
 {
     const char *dash, *slash;
@@ -171,7 +184,7 @@ int ipam_block_parse(const char *s, size_t len, ipam_block *out, char *err, size
             return -1;
         }
         *out = (ipam_block){.lo = lo, .hi = hi, .prefix = -1};
-        return 0;
+        return check_mapped(out, s, elen, err, errlen);
     }
 
     slash = memchr(s, '/', len);
@@ -198,7 +211,7 @@ int ipam_block_parse(const char *s, size_t len, ipam_block *out, char *err, size
         hostmask = hostbits == 128 ? ~(ipam_u128)0 : ((ipam_u128)1 << hostbits) - 1;
         *out =
             (ipam_block){.lo = a & ~hostmask, .hi = (a & ~hostmask) | hostmask, .prefix = prefix};
-        return 0;
+        return check_mapped(out, s, elen, err, errlen);
     }
 
     set_err(err, errlen, "block `%.*s' is neither a CIDR (addr/prefix) nor a range (start-end)",

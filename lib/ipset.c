@@ -155,11 +155,6 @@ bool ipam_set_equal(const ipam_set *a, const ipam_set *b)
     return true;
 }
 
-static bool is_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
-}
-
 int ipam_set_from_blocks(const char *const *blocks, size_t n, bool skip_end_ips, ipam_set *out,
                          char *err, size_t errlen)
 {
@@ -174,20 +169,6 @@ int ipam_set_from_blocks(const char *const *blocks, size_t n, bool skip_end_ips,
 
         if (ipam_block_parse(txt, len, &b, err, errlen) != 0)
             goto out;
-        /* Such an IPv6 block would hold IPv4 addresses under another name. */
-        if (!ipam_is_v4(b.lo) && b.lo <= V4_LAST && b.hi >= IPAM_V4_BASE) {
-            while (len > 0 && is_space(*txt)) {
-                txt++;
-                len--;
-            }
-            while (len > 0 && is_space(txt[len - 1]))
-                len--;
-            if (err != NULL && errlen > 0)
-                snprintf(err, errlen,
-                         "IPv6 block `%.*s' overlaps the IPv4-mapped range ::ffff:0:0/96",
-                         (int)(len > 1024 ? 1024 : len), txt);
-            goto out;
-        }
         /* Network and broadcast addresses exist only in IPv4 subnets with
          * more than two addresses. */
         if (skip_end_ips && ipam_is_v4(b.lo) && b.prefix >= 0 && b.prefix < 31) {

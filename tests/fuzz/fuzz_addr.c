@@ -108,6 +108,8 @@ static void check_block(const char *s, size_t len, size_t errlen)
     FUZZ_ASSERT(b.lo == c.lo && b.hi == c.hi && b.prefix == c.prefix, "parse is not stable");
     FUZZ_ASSERT(b.lo <= b.hi, "block starts after it ends");
     FUZZ_ASSERT(ipam_family_of(b.lo) == ipam_family_of(b.hi), "block mixes families");
+    FUZZ_ASSERT(ipam_is_v4(b.lo) || b.hi < IPAM_V4_BASE || b.lo > (IPAM_V4_BASE | 0xffffffffu),
+                "IPv6 block reaches into ::ffff:0:0/96");
     if (b.prefix >= 0) {
         int bits = ipam_is_v4(b.lo) ? 32 : 128;
         ipam_u128 m = b.hi - b.lo;

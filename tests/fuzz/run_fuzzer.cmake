@@ -1,7 +1,10 @@
 # Runs one libFuzzer harness for a bounded time over a copy of its corpus.
 #
 #   cmake -DFUZZER=bin -DSEEDS=dir -DCORPUS=dir -DARTIFACTS=dir [-DDICT=file]
-#         -DSECONDS=n -P run_fuzzer.cmake
+#         -DSECONDS=n [-DSEED=n] -P run_fuzzer.cmake
+#
+# SEED fixes libFuzzer's random seed so a run can be repeated (CI uses 1, so
+# a red run is the same run anywhere); 0 or unset picks a new one each time.
 #
 # SEEDS (the committed corpus) is copied into CORPUS, which libFuzzer reads
 # and adds to; SEEDS itself is never written. Fails, listing the crashing
@@ -23,6 +26,9 @@ file(COPY ${seeds} DESTINATION "${CORPUS}")
 
 set(args -max_total_time=${SECONDS} -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
          -artifact_prefix=${ARTIFACTS}/)
+if(SEED)
+  list(APPEND args -seed=${SEED})
+endif()
 if(DICT AND EXISTS "${DICT}")
   list(APPEND args -dict=${DICT})
 endif()
