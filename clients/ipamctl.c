@@ -8,6 +8,7 @@
 #include "cli.h"
 #include "cli_flags.h"
 #include "cli_output.h"
+#include "cli_stats.h"
 #include "cli_run.h"
 
 #define EXIT_USAGE 2
@@ -229,6 +230,10 @@ static const command commands[] = {
      .method = IPAM_METHOD_WATCH,
      .build = build_watch,
      .run = cli_run_watch},
+    {.name = "stats",
+     .summary = "show every pool's use per family: size, used, free, a bar",
+     .method = IPAM_METHOD_LIST_POOLS,
+     .print = cli_print_stats},
     {.name = "health",
      .summary = "print the server's health; exit 0 only when SERVING",
      .method = IPAM_METHOD_HEALTH_CHECK,

@@ -11,7 +11,7 @@
 
 #include "config.h"
 #include "ipam/opttab.h"
-#include "log.h"
+#include "ipam/log.h"
 #include "server.h"
 #include "state.h"
 
@@ -37,6 +37,9 @@ static const struct ipam_opt options[] = {
     {"data-dir", "DIR", "where the database lives (default " DEFAULT_DATA_DIR ")"},
     {"config", "FILE", "pools file applied at start (pools listed are created or updated)"},
     {"log-level", "LEVEL", "debug, info, warn or error (default info)"},
+    {"log-format", "FORMAT", "text or json: one line per event either way (default text)"},
+    {"metrics-listen", "ADDR",
+     "host:port to serve Prometheus metrics on at /metrics (default: off)"},
     {"socket-mode", "MODE",
      "octal permissions of unix: socket files (default 0660: owner and group)"},
     {"allow-remote", NULL,
@@ -111,16 +114,18 @@ static int parse_args(int argc, char **argv, struct opts *o)
         } else if (!strcmp(name, "config")) {
             o->config = optarg;
         } else if (!strcmp(name, "log-level")) {
-            static const char *const lv[] = {"debug", "info", "warn", "error"};
-            size_t k = 0;
-            while (k < 4 && strcmp(lv[k], optarg) != 0)
-                k++;
-            if (k == 4) {
+            if (log_parse_level(optarg, &log_threshold) != 0) {
                 fprintf(stderr, "ipamd: --log-level `%s' is not debug, info, warn or error\n",
                         optarg);
                 return 2;
             }
-            log_threshold = (enum log_level)k;
+        } else if (!strcmp(name, "log-format")) {
+            if (log_parse_format(optarg, &log_format) != 0) {
+                fprintf(stderr, "ipamd: --log-format `%s' is not text or json\n", optarg);
+                return 2;
+            }
+        } else if (!strcmp(name, "metrics-listen")) {
+            o->srv.metrics_listen = optarg;
         } else if (!strcmp(name, "socket-mode")) {
             if (parse_mode(optarg, &o->srv.socket_mode) != 0) {
                 fprintf(stderr,

@@ -10,16 +10,19 @@
 #include <grpc/support/time.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "api.h"
 #include "grpc/health/v1/health.pb-c.h"
-#include "log.h"
+#include "ipam/log.h"
+#include "metrics.h"
 
 #define SLOTS_PER_METHOD 64
 #define MAX_DRAIN 1024
@@ -75,6 +78,7 @@ struct rpc {
     grpc_byte_buffer *out;
     grpc_slice details;
     int cancelled;
+    struct timespec t0; /* arrival */
 };
 
 /* A Watch or Health/Watch stream. */
@@ -112,6 +116,11 @@ struct server {
     bool stopping, shut_down;
     struct tag shutdown_tag;
     gpr_timespec grace;
+    /* Held by the loop while it serves a batch, and by a metrics scrape:
+     * the scrape thread reads the state and the counts only under it. */
+    pthread_mutex_t mu;
+    struct srv_metrics metrics;
+    struct ipam_metrics_server *http;
 };
 
 /* ---- helpers ---------------------------------------------------------- */
@@ -182,7 +191,15 @@ static struct rpc *rpc_new(grpc_call *call, const struct api_method *m)
     r->call = call;
     r->m = m;
     r->details = grpc_empty_slice();
+    clock_gettime(CLOCK_MONOTONIC, &r->t0);
     return r;
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
 static void rpc_fail(struct rpc *r, grpc_status_code code, const char *msg)
@@ -195,8 +212,10 @@ static void rpc_fail(struct rpc *r, grpc_status_code code, const char *msg)
     }
 }
 
-static void rpc_send(struct rpc *r)
+static void rpc_send(struct server *srv, struct rpc *r)
 {
+    srv_metrics_rpc(&srv->metrics, r->m ? (size_t)(r->m - api_methods) : SIZE_MAX, r->code,
+                    seconds_since(&r->t0));
     grpc_op ops[4];
     size_t n = 0;
     memset(ops, 0, sizeof(ops));
@@ -455,7 +474,7 @@ static void watcher_start(struct server *srv, struct rpc *r)
             log_warn("refusing %s streams: %s", r->m->path, r->msg);
         srv->watchers_full_logged = true;
         r->code = GRPC_STATUS_RESOURCE_EXHAUSTED;
-        rpc_send(r);
+        rpc_send(srv, r);
         return;
     }
     if (r->m->kind == API_WATCH) {
@@ -471,7 +490,7 @@ static void watcher_start(struct server *srv, struct rpc *r)
                      "from the list's revision + 1",
                      (unsigned long long)from, (unsigned long long)committed);
             r->code = GRPC_STATUS_OUT_OF_RANGE;
-            rpc_send(r);
+            rpc_send(srv, r);
             return;
         }
     } else {
@@ -479,7 +498,7 @@ static void watcher_start(struct server *srv, struct rpc *r)
         if (!api_health_known(req->service)) {
             snprintf(r->msg, sizeof(r->msg), "unknown service `%.64s'", req->service);
             r->code = GRPC_STATUS_NOT_FOUND;
-            rpc_send(r);
+            rpc_send(srv, r);
             return;
         }
     }
@@ -563,7 +582,7 @@ static void on_call(struct server *srv, struct tag *t, bool ok)
         snprintf(msg, sizeof(msg), "cannot decode the request of %s as %s%s%s", s->m->path,
                  s->m->input->name, why[0] ? ": " : "", why);
         rpc_fail(r, GRPC_STATUS_INVALID_ARGUMENT, msg);
-        rpc_send(r);
+        rpc_send(srv, r);
         return;
     }
     if (s->m->kind == API_WRITE) {
@@ -597,7 +616,7 @@ static void on_unknown_call(struct server *srv, struct tag *t, bool ok)
         snprintf(r->msg, sizeof(r->msg), "unknown method %.200s", method);
         gpr_free(method);
         r->code = GRPC_STATUS_UNIMPLEMENTED;
-        rpc_send(r);
+        rpc_send(srv, r);
     }
     grpc_call_details_destroy(&g->details);
     grpc_metadata_array_destroy(&g->md);
@@ -620,11 +639,23 @@ static void on_shutdown(struct server *srv, struct tag *t, bool ok)
 static void finish_batch(struct server *srv)
 {
     if (!srv->stopping)
-        st_expire(srv->state, now_real().tv_sec);
+        srv->metrics.expired += st_expire(srv->state, now_real().tv_sec);
     char err[512] = "";
+    bool dirty = st_dirty(srv->state);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     bool failed = st_commit(srv->state, err, sizeof(err)) != 0;
-    if (failed)
+    if (dirty) {
+        size_t batch = 0;
+        for (struct rpc *r = srv->writes; r; r = r->next)
+            batch++;
+        ipam_hist_observe(&srv->metrics.commit_seconds, seconds_since(&t0));
+        ipam_hist_observe(&srv->metrics.batch_size, (double)batch);
+    }
+    if (failed) {
+        srv->metrics.commit_failures++;
         log_error("store commit failed, %s: the batch is refused", err);
+    }
     for (struct rpc *r = srv->writes, *next; r; r = next) {
         next = r->next;
         if (failed) {
@@ -632,7 +663,7 @@ static void finish_batch(struct server *srv)
             snprintf(msg, sizeof(msg), "store unavailable: %s", err);
             rpc_fail(r, GRPC_STATUS_UNAVAILABLE, msg);
         }
-        rpc_send(r);
+        rpc_send(srv, r);
     }
     srv->writes = NULL;
     srv->writes_tail = &srv->writes;
@@ -640,7 +671,7 @@ static void finish_batch(struct server *srv)
         next = r->next;
         if (r->m->kind == API_READ) {
             rpc_run(srv, r);
-            rpc_send(r);
+            rpc_send(srv, r);
         } else {
             watcher_start(srv, r);
         }
@@ -689,6 +720,7 @@ void server_run(struct server *srv)
     bool cancelled = false;
     while (!srv->shut_down) {
         grpc_event ev = grpc_completion_queue_next(srv->cq, next_deadline(srv), NULL);
+        pthread_mutex_lock(&srv->mu);
         if (ev.type == GRPC_OP_COMPLETE)
             dispatch(srv, ev);
         for (int n = 0; n < MAX_DRAIN && ev.type == GRPC_OP_COMPLETE; n++) {
@@ -705,7 +737,25 @@ void server_run(struct server *srv)
             grpc_server_cancel_all_calls(srv->server);
             cancelled = true;
         }
+        pthread_mutex_unlock(&srv->mu);
     }
+}
+
+/* A scrape, on the metrics server's thread. */
+static void render_metrics(void *ctx, struct ipam_mbuf *b)
+{
+    struct server *srv = ctx;
+    struct srv_gauges g = {0};
+    pthread_mutex_lock(&srv->mu);
+    g.serving = srv->ctx.serving;
+    for (const struct watcher *w = srv->watchers; w; w = w->next) {
+        if (w->health)
+            g.health_streams++;
+        else
+            g.watch_streams++;
+    }
+    srv_metrics_render(&srv->metrics, srv->state, &g, b);
+    pthread_mutex_unlock(&srv->mu);
 }
 
 void server_request_stop(struct server *srv)
@@ -1084,6 +1134,25 @@ struct server *server_create(struct state *st, const struct server_opts *o, char
     srv->generic.tag.fn = on_unknown_call;
     srv->max_watchers = o->max_watchers;
     atomic_init(&srv->stop, 0);
+    pthread_mutex_init(&srv->mu, NULL);
+    if (srv_metrics_init(&srv->metrics, api_nmethods) != 0) {
+        snprintf(err, errlen, "out of memory");
+        free(srv);
+        return NULL;
+    }
+    /* Before gRPC binds anything, so a bad address leaves nothing to undo. */
+    if (o->metrics_listen) {
+        char bound[80];
+        srv->http = ipam_metrics_start(o->metrics_listen, render_metrics, srv, bound,
+                                       sizeof(bound), err, errlen);
+        if (!srv->http) {
+            srv_metrics_free(&srv->metrics);
+            pthread_mutex_destroy(&srv->mu);
+            free(srv);
+            return NULL;
+        }
+        log_info("metrics on http://%s/metrics", bound);
+    }
 
     srv->server = create_grpc_server();
     srv->cq = grpc_completion_queue_create_for_next(NULL);
@@ -1109,6 +1178,9 @@ struct server *server_create(struct state *st, const struct server_opts *o, char
             ;
         grpc_completion_queue_destroy(srv->cq);
         free(srv->slots);
+        ipam_metrics_stop(srv->http);
+        srv_metrics_free(&srv->metrics);
+        pthread_mutex_destroy(&srv->mu);
         free(srv);
         return NULL;
     }
@@ -1123,6 +1195,7 @@ void server_destroy(struct server *srv)
 {
     if (!srv)
         return;
+    ipam_metrics_stop(srv->http);
     grpc_server_destroy(srv->server);
     grpc_completion_queue_shutdown(srv->cq);
     for (;;) {
@@ -1136,5 +1209,7 @@ void server_destroy(struct server *srv)
     grpc_completion_queue_destroy(srv->cq);
     free(srv->slots);
     arena_free(&srv->ctx.arena);
+    srv_metrics_free(&srv->metrics);
+    pthread_mutex_destroy(&srv->mu);
     free(srv);
 }

@@ -30,6 +30,7 @@ struct server_opts {
      * Unix sockets stay plaintext: their file mode is their access control. */
     const char *tls_cert, *tls_key, *tls_client_ca;
     size_t max_watchers; /* Watch and Health/Watch streams open at once */
+    const char *metrics_listen; /* host:port of the Prometheus endpoint, or NULL */
 };
 
 int server_check(const struct server_opts *o, char *err, size_t errlen);

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "ametrics.h"
+#include "ipam/log.h"
 #include "kvconfig.h"
 #include "strmap.h"
 
@@ -21,26 +23,6 @@
 #define ITEMS_PER_TURN 64
 /* The server ends quiet watches after this; they resume from the last version. */
 #define WATCH_TIMEOUT 300
-
-/* ---- logging ---------------------------------------------------------- */
-
-static void logf_(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void logf_(const char *level, const char *fmt, ...)
-{
-    char ts[32], line[1200];
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof(line), fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "%s %s %s\n", ts, level, line);
-}
-#define log_info(...) logf_("info", __VA_ARGS__)
-#define log_warn(...) logf_("warn", __VA_ARGS__)
-#define log_error(...) logf_("error", __VA_ARGS__)
 
 static void oom(void)
 {
@@ -234,6 +216,7 @@ static int ipam_call(struct ctl *c, ipam_method_id m, const ProtobufCMessage *re
 {
     *resp = NULL;
     int rc = ipam_client_invoke(c->ipam, m, req, resp, msg);
+    am_ipamd(ipam_methods[m].name, rc);
     if (rc == GRPC_STATUS_UNAVAILABLE)
         atomic_store(&c->ipamd_lost, 1);
     return rc;
@@ -804,12 +787,14 @@ out:
 static void process(struct ctl *c, struct qent *e)
 {
     enum outcome r = reconcile(c, e->key);
+    am_reconcile(r == DONE ? "done" : r == RETRY ? "retry" : "wait");
     if (r == RETRY) {
         q_retry(&c->q, e);
     } else {
         e->attempts = 0;
         q_forget(&c->q, e);
     }
+    am_queue_depth(c->q.rcount + c->q.dcount);
 }
 
 /* ---- lists and watches ------------------------------------------------ */

@@ -45,6 +45,8 @@ struct kube {
     CURLM *multi;           /* Drives every watch. */
     struct kube_watch *head, *tail;
     bool running; /* Inside kube_run: watches are freed by its sweep, not at once. */
+    kube_observer observe;
+    void *observe_ctx;
 };
 
 struct kube_watch {
@@ -55,6 +57,8 @@ struct kube_watch {
     CURL *easy;
     struct curl_slist *headers;
     char *url;
+    char *path;     /* As given to kube_watch_open, for the observer. */
+    bool observed;  /* The observer has been told of its end. */
     struct buf in;  /* Undelivered stream bytes, or the body of an error response. */
     size_t partial; /* Bytes after the last '\n' in in. */
     long status;    /* The response status once the body started, else 0. */
@@ -519,6 +523,8 @@ int kube_request(struct kube *k, const char *method, const char *path_and_query,
     }
     rc = (int)status;
 out:
+    if (k->observe != NULL)
+        k->observe(k->observe_ctx, method, path_and_query, false, rc);
     /* curl keeps a pointer to the header list: clear it before freeing the list. */
     curl_easy_setopt(k->easy, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
     curl_slist_free_all(headers);
@@ -537,10 +543,21 @@ static void watch_detach(struct kube_watch *w)
     }
 }
 
+/* Tells the observer, once, how w ended: its status, or -1 without one. */
+static void watch_observe(struct kube_watch *w)
+{
+    if (w->observed || w->k->observe == NULL)
+        return;
+    w->observed = true;
+    w->k->observe(w->k->observe_ctx, "GET", w->path != NULL ? w->path : "", true,
+                  w->status > 0 ? (int)w->status : -1);
+}
+
 static void watch_free(struct kube_watch *w)
 {
     struct kube *k = w->k;
 
+    watch_observe(w); /* closed by us, or it never started */
     watch_detach(w);
     if (w->prev != NULL)
         w->prev->next = w->next;
@@ -554,6 +571,7 @@ static void watch_free(struct kube_watch *w)
     curl_slist_free_all(w->headers);
     free(w->in.data);
     free(w->url);
+    free(w->path);
     free(w);
 }
 
@@ -666,6 +684,7 @@ static void watch_ended(struct kube_watch *w, CURLcode cc)
     curl_easy_getinfo(w->easy, CURLINFO_RESPONSE_CODE, &status);
     if (w->status == 0)
         w->status = status;
+    watch_observe(w);
     /* Events that arrived before the end are real: deliver them first. */
     if (is_2xx(status)) {
         watch_dispatch(w);
@@ -715,8 +734,9 @@ struct kube_watch *kube_watch_open(struct kube *k, const char *path_and_query,
         k->head = w;
     k->tail = w;
     w->url = join_url(k, path_and_query);
+    w->path = strdup(path_and_query);
     w->easy = curl_easy_init();
-    if (w->url == NULL || w->easy == NULL)
+    if (w->url == NULL || w->path == NULL || w->easy == NULL)
         goto oom;
     if (current_token(k, &token, msg, sizeof msg) < 0) {
         snprintf(w->reason, sizeof w->reason, "GET %s: %s", w->url, msg);
@@ -751,6 +771,12 @@ void kube_watch_close(struct kube_watch *w)
     w->done = true;
     if (!w->k->running)
         watch_free(w);
+}
+
+void kube_set_observer(struct kube *k, kube_observer fn, void *ctx)
+{
+    k->observe = fn;
+    k->observe_ctx = ctx;
 }
 
 int kube_run(struct kube *k, int timeout_ms)

@@ -33,6 +33,7 @@
 #ifndef K8S_ADAPTER_KUBE_H
 #define K8S_ADAPTER_KUBE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <cjson/cJSON.h>
@@ -50,6 +51,14 @@ struct kube *kube_new(const struct kube_config *cfg, char *err, size_t errlen);
 /* Aborts every open watch without calling its closed callback, frees them and k.
  * k may be NULL. Must not be called from a watch callback. */
 void kube_free(struct kube *k);
+
+/* Called after every kube_request and once at the end of every watch (however
+ * it ended, kube_watch_close and kube_free included), on the thread that made
+ * it: method, the path and query as given, whether it is a watch, and the
+ * HTTP status, or -1 when no response arrived. For metrics. */
+typedef void (*kube_observer)(void *ctx, const char *method, const char *path_and_query,
+                              bool watch, int status);
+void kube_set_observer(struct kube *k, kube_observer fn, void *ctx);
 
 /* Sends one request and waits for the whole response (at most 30 s); watch streams
  * do not progress meanwhile. method is "GET", "POST", "PUT", "PATCH", "DELETE"...;

@@ -8,7 +8,10 @@
 #include <string.h>
 #include <strings.h>
 
+#include "ametrics.h"
 #include "controller.h"
+#include "ipam/log.h"
+#include "ipam/metrics.h"
 #include "ipam/opttab.h"
 #include "kube.h"
 #include "kubeconfig.h"
@@ -25,6 +28,10 @@ static const struct ipam_opt options[] = {
     {"ipamd-tls-cert", "FILE", "client certificate for ipamd's --tls-client-ca"},
     {"ipamd-tls-key", "FILE", "private key of --ipamd-tls-cert"},
     {"ipamd-tls-server-name", "NAME", "name ipamd's certificate carries (default: ADDR's host)"},
+    {"log-level", "LEVEL", "debug, info, warn or error (default info)"},
+    {"log-format", "FORMAT", "text or json: one line per event either way (default text)"},
+    {"metrics-listen", "ADDR",
+     "host:port to serve Prometheus metrics on at /metrics (default: off)"},
     {"version", NULL, "print the version and exit"},
     {"help", NULL, "print this help and exit"},
 };
@@ -89,7 +96,7 @@ int main(int argc, char **argv)
         .owner_prefix = "k8s",
         .resync_seconds = 300,
     };
-    const char *kubeconfig = NULL, *context = NULL, *server = NULL;
+    const char *kubeconfig = NULL, *context = NULL, *server = NULL, *metrics = NULL;
     ipam_tls tls = {NULL, NULL, NULL, NULL};
     struct option lo[NOPTIONS + 1];
     ipam_opt_getopt(options, NOPTIONS, lo);
@@ -136,6 +143,20 @@ int main(int argc, char **argv)
             tls.key_file = optarg;
         } else if (!strcmp(name, "ipamd-tls-server-name")) {
             tls.server_name = optarg;
+        } else if (!strcmp(name, "log-level")) {
+            if (log_parse_level(optarg, &log_threshold) != 0) {
+                fprintf(stderr,
+                        "k8s-adapter: --log-level `%s' is not debug, info, warn or error\n",
+                        optarg);
+                return 2;
+            }
+        } else if (!strcmp(name, "log-format")) {
+            if (log_parse_format(optarg, &log_format) != 0) {
+                fprintf(stderr, "k8s-adapter: --log-format `%s' is not text or json\n", optarg);
+                return 2;
+            }
+        } else if (!strcmp(name, "metrics-listen")) {
+            metrics = optarg;
         } else if (!strcmp(name, "version")) {
             printf("k8s-adapter %s\n", ADAPTER_VERSION);
             return 0;
@@ -188,7 +209,7 @@ int main(int argc, char **argv)
     else
         rc = kube_config_in_cluster(&cfg, err, sizeof(err));
     if (rc != 0) {
-        fprintf(stderr, "k8s-adapter: %s\n", err);
+        log_error("%s", err);
         return 1;
     }
 
@@ -202,8 +223,21 @@ int main(int argc, char **argv)
     struct kube *k = kube_new(&cfg, err, sizeof(err));
     kube_config_free(&cfg);
     if (!k) {
-        fprintf(stderr, "k8s-adapter: %s\n", err);
+        log_error("%s", err);
         return 1;
+    }
+    kube_set_observer(k, am_api, NULL);
+    struct ipam_metrics_server *http = NULL;
+    if (metrics) {
+        char bound[80];
+        http = ipam_metrics_start(metrics, am_render, NULL, bound, sizeof(bound), err,
+                                  sizeof(err));
+        if (!http) {
+            log_error("%s", err);
+            kube_free(k);
+            return 1;
+        }
+        log_info("metrics on http://%s/metrics", bound);
     }
     grpc_init();
     if (use_tls)
@@ -211,8 +245,9 @@ int main(int argc, char **argv)
     char *msg = NULL;
     struct ctl *ctl = ctl_new(&o, k, &msg);
     if (!ctl) {
-        fprintf(stderr, "k8s-adapter: %s\n", msg ? msg : "out of memory");
+        log_error("%s", msg ? msg : "out of memory");
         free(msg);
+        ipam_metrics_stop(http);
         kube_free(k);
         grpc_shutdown();
         return 1;
@@ -220,10 +255,10 @@ int main(int argc, char **argv)
     sc.ctl = ctl;
     pthread_t th;
     if (pthread_create(&th, NULL, signal_thread, &sc) != 0) {
-        fprintf(stderr, "k8s-adapter: cannot start the signal thread\n");
+        log_error("cannot start the signal thread");
         rc = 1;
     } else {
-        fprintf(stderr, "k8s-adapter %s: ipamd %s%s, ConfigMap %s/%s%s%s\n", ADAPTER_VERSION,
+        log_info("k8s-adapter %s: ipamd %s%s, ConfigMap %s/%s%s%s", ADAPTER_VERSION,
                 o.ipamd, use_tls ? " (TLS)" : "", o.cm_namespace, o.cm_name,
                 o.svc.class_mode ? ", class " : "", o.svc.class_mode ? o.svc.class_name : "");
         rc = ctl_run(ctl, &stop);
@@ -231,6 +266,7 @@ int main(int argc, char **argv)
         pthread_join(th, NULL);
     }
     ctl_free(ctl);
+    ipam_metrics_stop(http);
     kube_free(k);
     grpc_shutdown();
     return rc;
