@@ -14,6 +14,7 @@
 struct avl_node {
     struct avl_node *l, *r, *p;
     int h;
+    int aux; /* the embedding struct's, never touched here (it fills padding) */
 };
 
 struct avl {

@@ -19,7 +19,7 @@ struct state {
     struct store *store;
     struct avl pools;  /* struct pool by name */
     struct avl leases; /* struct lease by owner */
-    struct avl expiry; /* struct lease by (expire_time, owner) */
+    struct avl expiry; /* struct expiry_ref by (expire_time, owner) */
     struct space *spaces;
     uint64_t rev, committed;
     /* After a failed commit no lease expires before this time: the reload
@@ -79,13 +79,30 @@ static int owner_key(const void *k, const struct avl_node *n)
 {
     return strcmp(k, avl_entry(n, struct lease, by_owner)->owner);
 }
-static int expiry_cmp(const struct avl_node *a, const struct avl_node *b)
+/* Expiring leases are indexed out of line: most leases never expire, and a
+ * node in every lease would cost them all. A lease finds its node by key. */
+struct expiry_ref {
+    struct avl_node n;
+    struct lease *lease;
+};
+static int expiry_order(const struct lease *x, const struct lease *y)
 {
-    const struct lease *x = avl_entry(a, struct lease, by_expiry);
-    const struct lease *y = avl_entry(b, struct lease, by_expiry);
     if (x->expire_time != y->expire_time)
         return x->expire_time < y->expire_time ? -1 : 1;
     return strcmp(x->owner, y->owner);
+}
+static int expiry_cmp(const struct avl_node *a, const struct avl_node *b)
+{
+    return expiry_order(avl_entry(a, struct expiry_ref, n)->lease,
+                        avl_entry(b, struct expiry_ref, n)->lease);
+}
+static int expiry_key(const void *k, const struct avl_node *n)
+{
+    return expiry_order(k, avl_entry(n, struct expiry_ref, n)->lease);
+}
+static struct lease *expiry_lease(const struct avl_node *n)
+{
+    return n ? avl_entry(n, struct expiry_ref, n)->lease : NULL;
 }
 
 struct holder_key {
@@ -98,7 +115,8 @@ static int holder_cmp(const struct avl_node *a, const struct avl_node *b)
     const struct lease_addr *y = avl_entry(b, struct lease_addr, n);
     if (x->addr != y->addr)
         return x->addr < y->addr ? -1 : 1;
-    return x->lease < y->lease ? -1 : x->lease > y->lease;
+    const struct lease *lx = lease_addr_lease(x), *ly = lease_addr_lease(y);
+    return lx < ly ? -1 : lx > ly;
 }
 static int holder_key(const void *k, const struct avl_node *n)
 {
@@ -106,7 +124,8 @@ static int holder_key(const void *k, const struct avl_node *n)
     const struct lease_addr *y = avl_entry(n, struct lease_addr, n);
     if (key->addr != y->addr)
         return key->addr < y->addr ? -1 : 1;
-    return key->lease < y->lease ? -1 : key->lease > y->lease;
+    const struct lease *ly = lease_addr_lease(y);
+    return key->lease < ly ? -1 : key->lease > ly;
 }
 
 /* The first holder of addr in sp, or NULL. Holders of one address are
@@ -172,14 +191,48 @@ static void pool_free(struct pool *p)
     free(p);
 }
 
-/* A zeroed lease with its owner stored in the same allocation. */
+/* A zeroed lease with room for two addresses and its owner stored in the
+ * same allocation; lease_fit gives back the room naddr does not use. */
 static struct lease *lease_new(const char *owner)
 {
     size_t n = strlen(owner) + 1;
-    struct lease *l = xcalloc(1, sizeof(*l) + n);
-    l->owner = (char *)(l + 1);
+    struct lease *l = xcalloc(1, sizeof(*l) + 2 * sizeof(struct lease_addr) + n);
+    l->owner = (char *)(l->addr + 2);
     memcpy(l->owner, owner, n);
     return l;
+}
+
+/* Moves the owner right after addr[naddr] and shrinks the allocation; the
+ * lease may move, so this runs before anything points at it. */
+static struct lease *lease_fit(struct lease *l)
+{
+    if (l->naddr >= 2)
+        return l;
+    size_t n = strlen(l->owner) + 1;
+    memmove(l->addr + l->naddr, l->owner, n);
+    struct lease *m = realloc(l, sizeof(*l) + l->naddr * sizeof(struct lease_addr) + n);
+    if (m)
+        l = m; /* else the larger block still holds everything */
+    l->owner = (char *)(l->addr + l->naddr);
+    return l;
+}
+
+static void expiry_add(struct state *s, struct lease *l)
+{
+    struct expiry_ref *r = xcalloc(1, sizeof(*r));
+    r->lease = l;
+    avl_insert(&s->expiry, &r->n, expiry_cmp);
+}
+
+static void expiry_del(struct state *s, struct lease *l)
+{
+    struct avl_node *n = avl_find(&s->expiry, l, expiry_key);
+    if (!n) {
+        fputs("ipamd: internal error: an expiring lease is not indexed\n", stderr);
+        abort();
+    }
+    avl_remove(&s->expiry, n);
+    free(avl_entry(n, struct expiry_ref, n));
 }
 
 void lease_free(struct lease *l)
@@ -200,7 +253,7 @@ static void lease_attach(struct state *s, struct lease *l)
 {
     avl_insert(&s->leases, &l->by_owner, owner_cmp);
     if (l->expire_time)
-        avl_insert(&s->expiry, &l->by_expiry, expiry_cmp);
+        expiry_add(s, l);
     if (l->pool) {
         l->pool_prev = NULL;
         l->pool_next = l->pool->leases;
@@ -210,7 +263,7 @@ static void lease_attach(struct state *s, struct lease *l)
         l->pool->nleases++;
     }
     for (size_t i = 0; i < l->naddr && l->held; i++) {
-        l->addr[i].lease = l;
+        l->addr[i].n.aux = (int)i;
         hold(l->space, &l->addr[i]);
     }
 }
@@ -219,7 +272,7 @@ static void lease_detach(struct state *s, struct lease *l)
 {
     avl_remove(&s->leases, &l->by_owner);
     if (l->expire_time)
-        avl_remove(&s->expiry, &l->by_expiry);
+        expiry_del(s, l);
     if (l->pool) {
         if (l->pool_prev)
             l->pool_prev->pool_next = l->pool_next;
@@ -647,7 +700,7 @@ static bool can_hold(const struct lease *l, ipam_u128 addr, const struct lease *
 {
     bool allow = l->pool && l->pool->allow_share;
     for (const struct lease_addr *h = first_holder(l->space, addr); h; h = next_holder(h)) {
-        const struct lease *o = h->lease;
+        const struct lease *o = lease_addr_lease(h);
         bool same_key = l->sharing_key && strcmp(l->sharing_key, lease_sharing_key(o)) == 0;
         bool both_allow = allow && o->pool && o->pool->allow_share;
         if (!l->nports || !o->nports || !(same_key || both_allow) ||
@@ -909,6 +962,7 @@ enum ipam_err st_allocate(struct state *s, const Ipam__V1__AllocateRequest *req,
     l->create_time = time(NULL);
     l->expire_time = l->ttl ? l->create_time + l->ttl : 0;
     l->create_revision = l->revision = s->rev + 1;
+    l = lease_fit(l);
     lease_attach(s, l);
     emit(s, IPAM__V1__EVENT__TYPE__LEASE_PUT, NULL, l, "allocated");
     put_lease(s, l);
@@ -947,10 +1001,10 @@ enum ipam_err st_renew(struct state *s, const char *owner, uint32_t ttl, struct 
     if (!ttl)
         return IPAM_OK; /* A lease without expiry has nothing to renew. */
     if (l->expire_time)
-        avl_remove(&s->expiry, &l->by_expiry);
+        expiry_del(s, l);
     l->ttl = ttl;
     l->expire_time = time(NULL) + ttl;
-    avl_insert(&s->expiry, &l->by_expiry, expiry_cmp);
+    expiry_add(s, l);
     l->revision = s->rev + 1;
     emit(s, IPAM__V1__EVENT__TYPE__LEASE_PUT, NULL, l, "renewed");
     put_lease(s, l);
@@ -963,10 +1017,8 @@ size_t st_expire(struct state *s, int64_t now)
     s->expire_seen = now;
     if (now < s->expire_hold)
         return 0;
-    struct avl_node *e;
-    while ((e = avl_first(&s->expiry)) &&
-           avl_entry(e, struct lease, by_expiry)->expire_time <= now) {
-        struct lease *l = avl_entry(e, struct lease, by_expiry);
+    struct lease *l;
+    while ((l = expiry_lease(avl_first(&s->expiry))) && l->expire_time <= now) {
         drop_lease(s, l, "expired");
         lease_free(l);
         n++;
@@ -976,10 +1028,10 @@ size_t st_expire(struct state *s, int64_t now)
 
 int64_t st_next_expiry(const struct state *s)
 {
-    struct avl_node *e = avl_first(&s->expiry);
-    if (!e)
+    const struct lease *l = expiry_lease(avl_first(&s->expiry));
+    if (!l)
         return 0;
-    int64_t t = avl_entry(e, struct lease, by_expiry)->expire_time;
+    int64_t t = l->expire_time;
     return t < s->expire_hold ? s->expire_hold : t;
 }
 
@@ -1060,6 +1112,7 @@ static int load_lease(struct state *s, const char *key, const uint8_t *data, siz
     l->create_time = m->create_time;
     l->create_revision = m->create_revision;
     l->revision = m->revision;
+    l = lease_fit(l);
     lease_attach(s, l);
     l = NULL;
     rc = 0;

@@ -17,6 +17,7 @@
 #define IPAMD_STATE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -55,10 +56,12 @@ struct pool {
 
 struct lease;
 
+/* One address of a lease, in its space's holders tree. n.aux is the entry's
+ * index in its lease's addr[], which is how lease_addr_lease finds the lease
+ * without a pointer (a lease is the bulk of ipamd's memory). */
 struct lease_addr {
-    struct avl_node n; /* in space->holders */
+    struct avl_node n;
     ipam_u128 addr;
-    struct lease *lease;
 };
 
 struct port {
@@ -70,25 +73,28 @@ struct label {
     char *key, *value;
 };
 
+/* One allocation: the struct, naddr lease_addr entries, then the owner. */
 struct lease {
     struct avl_node by_owner;
-    struct avl_node by_expiry; /* in state->expiry when expire_time != 0 */
-    struct lease_addr addr[2];
-    uint8_t naddr;
-    bool held; /* addresses are in the space index (false for DHCP leases) */
-    char *owner; /* stored right after the struct, in the same allocation */
+    char *owner;       /* stored after addr[], in the same allocation */
     struct pool *pool; /* NULL for static reservations; kept after detaching */
     struct space *space;
     struct lease *pool_prev, *pool_next;
     struct label *labels; /* NULL when none */
-    size_t nlabels;
-    struct port *ports; /* NULL when none */
-    size_t nports;
-    char *sharing_key; /* NULL when none */
-    uint32_t ttl;
-    int64_t expire_time, create_time;
+    struct port *ports;   /* NULL when none */
+    char *sharing_key;    /* NULL when none */
+    int64_t expire_time, create_time; /* expiring leases are in state->expiry */
     uint64_t create_revision, revision;
+    uint32_t ttl;
+    uint8_t naddr, nlabels, nports; /* at most 2, 64, 64 */
+    bool held; /* addresses are in the space index (false for DHCP leases) */
+    struct lease_addr addr[];
 };
+
+static inline struct lease *lease_addr_lease(const struct lease_addr *la)
+{
+    return (struct lease *)((const char *)(la - la->n.aux) - offsetof(struct lease, addr));
+}
 
 struct event {
     uint64_t revision;

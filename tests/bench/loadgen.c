@@ -59,6 +59,21 @@ static struct {
     size_t nlat;
 } g;
 
+/* --watch: one Watch stream on its own channel during the load, checking that
+ * it receives every event, in order, with no revision skipped. */
+static struct {
+    bool on;
+    grpc_channel *ch;
+    grpc_call *call;
+    grpc_byte_buffer *send, *recv;
+    grpc_metadata_array md_initial, md_trailing;
+    grpc_status_code status;
+    grpc_slice details;
+    char tag_start, tag_msg, tag_status; /* their addresses are the tags */
+    bool created, ended, status_done, msg_pending;
+    uint64_t last_rev, events, gaps;
+} w;
+
 static int64_t now_us(void)
 {
     struct timespec ts;
@@ -183,6 +198,99 @@ static void finish(struct slot *s)
         s->releasing = !s->releasing;
 }
 
+static void watch_recv(void)
+{
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &w.recv;
+    if (grpc_call_start_batch(w.call, &op, 1, &w.tag_msg, NULL) != GRPC_CALL_OK) {
+        fprintf(stderr, "loadgen: cannot read the watch\n");
+        exit(1);
+    }
+    w.msg_pending = true;
+}
+
+static void watch_start(void)
+{
+    grpc_channel_credentials *cr = grpc_insecure_credentials_create();
+    grpc_arg arg = {GRPC_ARG_INTEGER, (char *)"grpc.channel_id", {.integer = -1}};
+    grpc_channel_args args = {1, &arg};
+    w.ch = grpc_channel_create(g.target, cr, &args);
+    grpc_channel_credentials_release(cr);
+    grpc_slice method = grpc_slice_from_static_string("/ipam.v1.Ipam/Watch");
+    w.call = grpc_channel_create_call(w.ch, NULL, GRPC_PROPAGATE_DEFAULTS, g.cq, method, NULL,
+                                      gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    Ipam__V1__WatchRequest r = IPAM__V1__WATCH_REQUEST__INIT;
+    w.send = pack(&r.base);
+    grpc_metadata_array_init(&w.md_initial);
+    grpc_metadata_array_init(&w.md_trailing);
+    grpc_op ops[4];
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = w.send;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &w.md_initial;
+    grpc_op st;
+    memset(&st, 0, sizeof(st));
+    st.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    st.data.recv_status_on_client.trailing_metadata = &w.md_trailing;
+    st.data.recv_status_on_client.status = &w.status;
+    st.data.recv_status_on_client.status_details = &w.details;
+    if (grpc_call_start_batch(w.call, ops, 4, &w.tag_start, NULL) != GRPC_CALL_OK ||
+        grpc_call_start_batch(w.call, &st, 1, &w.tag_status, NULL) != GRPC_CALL_OK) {
+        fprintf(stderr, "loadgen: cannot start the watch\n");
+        exit(1);
+    }
+    watch_recv();
+}
+
+/* Handles a completion of the watch; false if the tag is not the watch's. */
+static bool watch_event(void *tag)
+{
+    if (tag == &w.tag_start)
+        return true;
+    if (tag == &w.tag_status) {
+        w.ended = w.status_done = true;
+        return true;
+    }
+    if (tag != &w.tag_msg)
+        return false;
+    w.msg_pending = false;
+    if (!w.recv) {
+        w.ended = true;
+        return true;
+    }
+    grpc_byte_buffer_reader r;
+    grpc_byte_buffer_reader_init(&r, w.recv);
+    grpc_slice sl = grpc_byte_buffer_reader_readall(&r);
+    Ipam__V1__WatchResponse *m =
+        ipam__v1__watch_response__unpack(NULL, GRPC_SLICE_LENGTH(sl), GRPC_SLICE_START_PTR(sl));
+    grpc_slice_unref(sl);
+    grpc_byte_buffer_reader_destroy(&r);
+    grpc_byte_buffer_destroy(w.recv);
+    w.recv = NULL;
+    if (!m) {
+        fprintf(stderr, "loadgen: undecodable watch message\n");
+        exit(1);
+    }
+    if (m->created) {
+        w.created = true;
+        w.last_rev = m->revision;
+    }
+    for (size_t i = 0; i < m->n_events; i++) {
+        if (m->events[i]->revision != w.last_rev + 1)
+            w.gaps++;
+        w.last_rev = m->events[i]->revision;
+        w.events++;
+    }
+    ipam__v1__watch_response__free_unpacked(m, NULL);
+    watch_recv();
+    return true;
+}
+
 static int cmp_u32(const void *a, const void *b)
 {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -225,6 +333,8 @@ int main(int argc, char **argv)
             g.owners = strtoull(v, NULL, 10);
         else if (!strcmp(a, "--prefix"))
             g.prefix = v;
+        else if (!strcmp(a, "--watch"))
+            w.on = !strcmp(v, "1");
         else
             usage();
     }
@@ -263,6 +373,17 @@ int main(int argc, char **argv)
         g.m_release[c] = grpc_channel_register_call(g.ch[c], "/ipam.v1.Ipam/Release", NULL, NULL);
         g.m_list[c] = grpc_channel_register_call(g.ch[c], "/ipam.v1.Ipam/ListLeases", NULL, NULL);
     }
+    if (w.on) {
+        watch_start();
+        while (!w.created && !w.ended) {
+            grpc_event ev = grpc_completion_queue_next(
+                g.cq, gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_seconds(30, GPR_TIMESPAN)), NULL);
+            if (ev.type != GRPC_OP_COMPLETE || !watch_event(ev.tag)) {
+                fprintf(stderr, "loadgen: the watch did not start\n");
+                exit(1);
+            }
+        }
+    }
     struct slot *slots = calloc((size_t)g.inflight, sizeof(*slots));
     int64_t t0 = now_us(), end = t0 + (int64_t)(g.seconds * 1e6);
     int active = 0;
@@ -278,6 +399,8 @@ int main(int argc, char **argv)
         grpc_event ev = grpc_completion_queue_next(g.cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (ev.type != GRPC_OP_COMPLETE)
             break;
+        if (w.on && watch_event(ev.tag))
+            continue;
         struct slot *s = ev.tag;
         finish(s);
         bool more = g.mode == FILL   ? g.next_owner < limit
@@ -289,16 +412,61 @@ int main(int argc, char **argv)
             active--;
     }
     double secs = (double)(now_us() - t0) / 1e6;
+    /* Every successful mixed call is one event: wait (10 s at most) until the
+     * watch has them all, then end it. */
+    uint64_t expected = g.calls - g.errors;
+    int64_t load_end = now_us(), caught_up = -1;
+    while (w.on && !w.ended && w.events < expected && now_us() < load_end + 10000000) {
+        grpc_event ev = grpc_completion_queue_next(
+            g.cq, gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(100, GPR_TIMESPAN)), NULL);
+        if (ev.type == GRPC_OP_COMPLETE)
+            watch_event(ev.tag);
+    }
+    if (w.on && w.events >= expected)
+        caught_up = now_us() - load_end;
+    if (w.on) {
+        grpc_call_cancel(w.call, NULL);
+        while (w.msg_pending || !w.status_done) {
+            grpc_event ev = grpc_completion_queue_next(g.cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+            if (ev.type != GRPC_OP_COMPLETE)
+                break;
+            if (ev.tag == &w.tag_msg && w.recv == NULL) {
+                w.msg_pending = false;
+                continue;
+            }
+            if (ev.tag == &w.tag_msg) {
+                grpc_byte_buffer_destroy(w.recv); /* arrived after the cancel */
+                w.recv = NULL;
+                w.msg_pending = false;
+                continue;
+            }
+            watch_event(ev.tag);
+        }
+    }
     qsort(g.lat, g.nlat, sizeof(uint32_t), cmp_u32);
     uint32_t p50 = g.nlat ? g.lat[g.nlat / 2] : 0;
     uint32_t p99 = g.nlat ? g.lat[(size_t)((double)g.nlat * 0.99)] : 0;
     double rate = (double)(g.mode == LIST ? g.leases : g.calls) / secs;
     printf("{\"mode\":\"%s\",\"inflight\":%d,\"calls\":%llu,\"leases\":%llu,\"seconds\":%.3f,"
-           "\"rate\":%.1f,\"p50_us\":%u,\"p99_us\":%u,\"errors\":%llu}\n",
+           "\"rate\":%.1f,\"p50_us\":%u,\"p99_us\":%u,\"errors\":%llu",
            mode, g.inflight, (unsigned long long)g.calls, (unsigned long long)g.leases, secs, rate,
            p50, p99, (unsigned long long)g.errors);
+    if (w.on)
+        printf(",\"watch_events\":%llu,\"watch_expected\":%llu,\"watch_gaps\":%llu,"
+               "\"watch_catchup_ms\":%.1f",
+               (unsigned long long)w.events, (unsigned long long)expected,
+               (unsigned long long)w.gaps, caught_up < 0 ? -1.0 : (double)caught_up / 1000);
+    printf("}\n");
     for (int c = 0; c < g.channels; c++)
         grpc_channel_destroy(g.ch[c]);
+    if (w.on) {
+        grpc_call_unref(w.call);
+        grpc_byte_buffer_destroy(w.send);
+        grpc_slice_unref(w.details);
+        grpc_metadata_array_destroy(&w.md_initial);
+        grpc_metadata_array_destroy(&w.md_trailing);
+        grpc_channel_destroy(w.ch);
+    }
     grpc_completion_queue_shutdown(g.cq);
     while (grpc_completion_queue_next(g.cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
            GRPC_QUEUE_SHUTDOWN)
