@@ -330,8 +330,10 @@ struct ipam_metrics_server *ipam_metrics_start(const char *addr, ipam_metrics_re
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536, MHD_OPTION_END);
     if (!m->d) {
+        /* Not closed here: whether MHD already closed the socket it was
+         * given depends on where it failed, and closing twice could close
+         * somebody else's descriptor. The caller exits on this error. */
         snprintf(err, errlen, "cannot start the metrics server on `%s'", addr);
-        close(m->fd);
         free(m);
         return NULL;
     }
@@ -342,7 +344,6 @@ void ipam_metrics_stop(struct ipam_metrics_server *m)
 {
     if (!m)
         return;
-    MHD_stop_daemon(m->d);
-    close(m->fd);
+    MHD_stop_daemon(m->d); /* closes the listening socket it was given */
     free(m);
 }
