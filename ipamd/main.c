@@ -182,15 +182,12 @@ static int parse_args(int argc, char **argv, struct opts *o)
     return -1;
 }
 
-/* Applies the pools file and commits it. */
-static int apply_config(struct state *st, const char *path)
+/* Applies the pools file (read before the store was opened, so a bad file
+ * touched nothing) and commits it. */
+static int apply_config(struct state *st, const char *path, struct config *cfg)
 {
-    struct config c;
+    const struct config c = *cfg;
     char err[600];
-    if (config_load(path, &c, err, sizeof(err)) != 0) {
-        log_error("%s", err);
-        return -1;
-    }
     int rc = 0;
     size_t changed = 0;
     for (size_t i = 0; i < c.n && rc == 0; i++) {
@@ -209,7 +206,6 @@ static int apply_config(struct state *st, const char *path)
     }
     if (rc == 0)
         log_info("applied %zu pools from %s (%zu changed)", c.n, path, changed);
-    config_free(&c);
     return rc;
 }
 
@@ -266,6 +262,14 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sc.set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    /* A pools file that cannot be read or parsed stops ipamd before the data
+     * directory is created or opened. */
+    struct config cfg = {0};
+    if (o.config && config_load(o.config, &cfg, err, sizeof(err)) != 0) {
+        log_error("%s", err);
+        return 1;
+    }
+
     gpr_set_log_function(grpc_log);
     grpc_init();
     struct server *srv = NULL;
@@ -277,7 +281,7 @@ int main(int argc, char **argv)
     }
     log_info("loaded %zu leases at revision %llu from %s", st_lease_count(st),
              (unsigned long long)st_revision(st), o.data_dir);
-    if (o.config && apply_config(st, o.config) != 0)
+    if (o.config && apply_config(st, o.config, &cfg) != 0)
         goto out;
     srv = server_create(st, &o.srv, err, sizeof(err));
     if (!srv) {
@@ -297,6 +301,7 @@ int main(int argc, char **argv)
     rc = 0;
     log_info("stopped at revision %llu", (unsigned long long)st_revision(st));
 out:
+    config_free(&cfg);
     server_destroy(srv);
     state_close(st);
     grpc_shutdown();

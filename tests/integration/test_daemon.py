@@ -126,6 +126,23 @@ def test_a_bad_pools_file_stops_ipamd_with_the_file_and_line(ipamd_path, tmp_pat
     assert f"{conf}:{line}: " in err and want in err
 
 
+@pytest.mark.parametrize("text, want", [
+    (None, "No such file or directory"),
+    ("[pool lan]\nblocks = 192.0.2.0/24\ncolour = blue\n", "unknown key `colour'"),
+    ("blocks = 192.0.2.0/24\n", "pools.conf:1: "),
+])
+def test_an_unreadable_or_malformed_pools_file_stops_ipamd_before_the_data_dir(
+        ipamd_path, tmp_path, text, want):
+    conf = tmp_path / "pools.conf"
+    if text is not None:
+        conf.write_text(text)
+    code, err = run_ipamd(ipamd_path, "--listen", f"unix:{tmp_path}/s.sock",
+                          "--data-dir", str(tmp_path / "data"), "--config", str(conf))
+    assert code == 1
+    assert want in err and str(conf) in err
+    assert not (tmp_path / "data").exists(), "the data directory was created"
+
+
 @pytest.mark.parametrize("args, want", [
     (["--bogus"], "unknown option or missing value: `--bogus'"),
     (["--listen"], "unknown option or missing value: `--listen'"),
