@@ -191,13 +191,13 @@ static void pool_free(struct pool *p)
     free(p);
 }
 
-/* A zeroed lease with room for two addresses and its owner stored in the
- * same allocation; lease_fit gives back the room naddr does not use. */
-static struct lease *lease_new(const char *owner)
+/* A zeroed lease with room for room (1 or 2) addresses and its owner stored
+ * in the same allocation; lease_fit gives back the room naddr does not use. */
+static struct lease *lease_new(const char *owner, size_t room)
 {
     size_t n = strlen(owner) + 1;
-    struct lease *l = xcalloc(1, sizeof(*l) + 2 * sizeof(struct lease_addr) + n);
-    l->owner = (char *)(l->addr + 2);
+    struct lease *l = xcalloc(1, sizeof(*l) + room * sizeof(struct lease_addr) + n);
+    l->owner = (char *)(l->addr + room);
     memcpy(l->owner, owner, n);
     return l;
 }
@@ -206,7 +206,7 @@ static struct lease *lease_new(const char *owner)
  * lease may move, so this runs before anything points at it. */
 static struct lease *lease_fit(struct lease *l)
 {
-    if (l->naddr >= 2)
+    if (l->owner == (char *)(l->addr + l->naddr))
         return l;
     size_t n = strlen(l->owner) + 1;
     memmove(l->addr + l->naddr, l->owner, n);
@@ -927,7 +927,7 @@ enum ipam_err st_allocate(struct state *s, const Ipam__V1__AllocateRequest *req,
                          "invalid sharing key `%.64s': printable characters, no spaces",
                          req->sharing_key);
 
-    struct lease *l = lease_new(req->owner);
+    struct lease *l = lease_new(req->owner, 2);
     enum ipam_err e;
     if (req->pool[0]) {
         l->pool = st_pool(s, req->pool);
@@ -1074,11 +1074,11 @@ static int load_lease(struct state *s, const char *key, const uint8_t *data, siz
         snprintf(err, errlen, "stored lease `%.64s' cannot be decoded", key);
         return -1;
     }
-    l = lease_new(m->owner);
     if (strcmp(m->owner, key) != 0 || m->n_addresses < 1 || m->n_addresses > 2) {
         snprintf(err, errlen, "stored lease `%.64s' is malformed", key);
         goto out;
     }
+    l = lease_new(m->owner, m->n_addresses); /* exactly: loading millions must not fragment */
     if (m->pool[0]) {
         l->pool = st_pool(s, m->pool);
         if (!l->pool) {
