@@ -350,6 +350,23 @@ static void post_event(struct ctl *c, const struct svc *s, bool warning, const c
     free(body);
 }
 
+/* Reports a reconcile that cannot finish now (it waits or is retried): a
+ * Warning SyncLoadBalancerFailed, preceded by EnsuringLoadBalancer when the
+ * Service has no address yet and no Warning is outstanding, i.e. the first
+ * time its attempt does not complete at once. A Service that gets its address
+ * at once hears only EnsuredLoadBalancer (one Event, not two). Neither Event
+ * is repeated while the Warning stays the same (post_event's dedup). */
+static void sync_failed(struct ctl *c, const struct svc *s, bool fresh, const char *message)
+{
+    if (fresh) {
+        char key[600];
+        svc_key(s, key, sizeof(key));
+        if (!strmap_get(&c->warned, key))
+            post_event(c, s, false, "EnsuringLoadBalancer", "Ensuring load balancer");
+    }
+    post_event(c, s, true, "SyncLoadBalancerFailed", message);
+}
+
 /* Replaces the cached Service with obj (a copy is kept), or drops it. */
 static void cache_put(struct ctl *c, const char *key, const cJSON *obj)
 {
@@ -650,7 +667,9 @@ static enum outcome reconcile(struct ctl *c, const char *key)
     char err[800] = "", owner[700];
     const cJSON *obj = strmap_get(&c->svcs, key);
     if (!obj) {
-        /* Gone from the API server: its lease goes too. */
+        /* Gone from the API server: its lease goes too, and a Service made
+         * again under this name starts with no Warning outstanding. */
+        free(strmap_del(&c->warned, key));
         const char *slash = strchr(key, '/');
         if (!slash)
             return DONE;
@@ -675,7 +694,9 @@ static enum outcome reconcile(struct ctl *c, const char *key)
         /* Deleted, no longer a LoadBalancer, or of another class: let go of
          * what we hold. A Service we never handled (or that another
          * controller handles) is left alone: whether we hold a lease for it
-         * decides, and without our marks there is nothing to ask. */
+         * decides, and without our marks there is nothing to ask. No
+         * Warning about it is outstanding any more. */
+        free(strmap_del(&c->warned, key));
         bool ours = s.deleting && s.handled;
         if (!ours && (s.has_finalizer || s.ann_ips)) {
             int rc = get_lease(c, owner, &v);
@@ -705,15 +726,17 @@ static enum outcome reconcile(struct ctl *c, const char *key)
             goto out;
         }
     }
+    /* No address yet: its first failure says EnsuringLoadBalancer first. */
+    bool fresh = !s.ann_ips && !s.spec_ip;
     if (s.problem) {
-        post_event(c, &s, true, "SyncLoadBalancerFailed", s.problem);
+        sync_failed(c, &s, fresh, s.problem);
         r = WAIT;
         goto out;
     }
     if (!c->have_cm) {
         snprintf(err, sizeof(err), "no address pools configured (ConfigMap %s/%s not found)",
                  c->o.cm_namespace, c->o.cm_name);
-        post_event(c, &s, true, "SyncLoadBalancerFailed", err);
+        sync_failed(c, &s, fresh, err);
         r = WAIT;
         goto out;
     }
@@ -723,26 +746,23 @@ static enum outcome reconcile(struct ctl *c, const char *key)
                  "no address pool for namespace %s (no cidr-%s, range-%s, cidr-global or "
                  "range-global in ConfigMap %s/%s)",
                  s.ns, s.ns, s.ns, c->o.cm_namespace, c->o.cm_name);
-        post_event(c, &s, true, "SyncLoadBalancerFailed", err);
+        sync_failed(c, &s, fresh, err);
         r = WAIT;
         goto out;
     }
     if (pool->error) {
-        post_event(c, &s, true, "SyncLoadBalancerFailed", pool->error);
+        sync_failed(c, &s, fresh, pool->error);
         r = WAIT;
         goto out;
     }
     if (ensure_pool(c, pool, err, sizeof(err)) != 0) {
-        post_event(c, &s, true, "SyncLoadBalancerFailed", err);
+        sync_failed(c, &s, fresh, err);
         r = RETRY;
         goto out;
     }
-    bool fresh = !s.ann_ips && !s.spec_ip;
-    if (fresh)
-        post_event(c, &s, false, "EnsuringLoadBalancer", "Ensuring load balancer");
     r = obtain(c, &s, owner, pool, &v, err, sizeof(err));
     if (r != DONE) {
-        post_event(c, &s, true, "SyncLoadBalancerFailed", err);
+        sync_failed(c, &s, fresh, err);
         goto out;
     }
     const char *iface = kv_interface(&c->cfg, s.ns);
@@ -756,7 +776,7 @@ static enum outcome reconcile(struct ctl *c, const char *key)
             goto out;
         }
         if (code < 200 || code >= 300) {
-            post_event(c, &s, true, "SyncLoadBalancerFailed", err);
+            sync_failed(c, &s, fresh, err);
             r = RETRY;
             goto out;
         }

@@ -86,12 +86,17 @@ def test_a_new_load_balancer_service_gets_the_first_address_of_its_namespace_poo
         "the adapter writes no status without --write-status"
     assert ANN_IFACE not in annotations_of(o)
 
+    # Done at once: one Event, EnsuredLoadBalancer (EnsuringLoadBalancer only comes
+    # when the first attempt does not complete; see the test with a failing PATCH).
     ensured = cluster.wait_event("team-a", "web", "EnsuredLoadBalancer", "Normal",
                                  "198.51.100.1")
-    ensuring = cluster.events("team-a", "web", reason="EnsuringLoadBalancer")
-    assert ensuring and ensuring[0]["type"] == "Normal", cluster.event_summary("team-a", "web")
-    rv = lambda e: int(e["metadata"]["resourceVersion"])  # noqa: E731
-    assert rv(ensuring[0]) < rv(ensured), "EnsuringLoadBalancer comes first"
+    assert cluster.event_summary("team-a", "web") == [
+        ("Normal", "EnsuredLoadBalancer", "Ensured load balancer with 198.51.100.1")]
+    # Two API requests for this Service: its PATCH and its Event.
+    assert cluster.srv.count_requests(
+        method="PATCH", path_prefix="/api/v1/namespaces/team-a/services/") == 1
+    assert cluster.srv.count_requests(
+        method="POST", path_prefix="/api/v1/namespaces/team-a/events") == 1
     assert ensured["involvedObject"]["kind"] == "Service"
     assert ensured["involvedObject"]["uid"] == o["metadata"]["uid"]
     assert cluster.warnings("team-a", "web") == []
@@ -106,6 +111,9 @@ def test_a_new_load_balancer_service_gets_the_first_address_of_its_namespace_poo
     assert cluster.wait_assigned("default", "web") == ["192.0.2.1"]
     assert cluster.lease(owner("default", "web")).pool == "k8s.cidr-global"
     assert len(cluster.leases()) == 2
+    # Nothing more was said about the first one meanwhile.
+    cluster.wait_event("default", "web", "EnsuredLoadBalancer", "Normal", "192.0.2.1")
+    assert [r for _, r, _ in cluster.event_summary("team-a", "web")] == ["EnsuredLoadBalancer"]
 
 
 def test_the_interface_named_in_the_configmap_is_written_to_the_service(cluster):
@@ -853,6 +861,42 @@ def test_patches_that_fail_with_500_are_retried(cluster):
         c.wait_assigned("default", n)
     assert_unique_and_leased(c, [("default", n) for n in ["flaky"] + names] +
                              [("quiet", "s")])
+
+
+def test_a_service_whose_first_attempt_fails_hears_ensuring_then_one_warning_then_ensured(
+        cluster):
+    c = cluster
+    c.set_config(GLOBAL)
+    a = c.adapter()
+    a.wait_synced()
+    path = "/api/v1/namespaces/default/services/slow"
+    # The same failure twice: the retry says nothing new.
+    c.srv.fail_next(2, code=500, method="PATCH", path_prefix=path, message="disk on fire")
+    c.create("slow")
+    assert c.wait_assigned("default", "slow") == ["192.0.2.1"]
+    c.wait_event("default", "slow", "EnsuredLoadBalancer", "Normal", "192.0.2.1")
+    assert c.srv.count_requests(method="PATCH", path=path) == 3
+    summary = c.event_summary("default", "slow")
+    assert [(t, r) for t, r, _ in summary] == [
+        ("Normal", "EnsuringLoadBalancer"), ("Warning", "SyncLoadBalancerFailed"),
+        ("Normal", "EnsuredLoadBalancer")], summary
+    assert summary[0][2] == "Ensuring load balancer"
+    assert "HTTP 500" in summary[1][2] and "disk on fire" in summary[1][2], summary
+    assert summary[2][2] == "Ensured load balancer with 192.0.2.1"
+
+    # A Service that must wait (no pool for its namespace) hears the same start.
+    c.set_config({"cidr-default": "198.51.100.0/24"}, seen_by=a)
+    c.create("stuck", "elsewhere")
+    c.wait_event("elsewhere", "stuck", "SyncLoadBalancerFailed", "Warning",
+                 "no address pool for namespace elsewhere")
+    assert [(t, r) for t, r, _ in c.event_summary("elsewhere", "stuck")] == [
+        ("Normal", "EnsuringLoadBalancer"), ("Warning", "SyncLoadBalancerFailed")]
+    c.set_config({"cidr-default": "198.51.100.0/24", "cidr-elsewhere": "203.0.113.0/24"},
+                 seen_by=a)
+    assert c.wait_assigned("elsewhere", "stuck") == ["203.0.113.1"]
+    c.wait_event("elsewhere", "stuck", "EnsuredLoadBalancer", "Normal", "203.0.113.1")
+    assert [r for _, r, _ in c.event_summary("elsewhere", "stuck")] == [
+        "EnsuringLoadBalancer", "SyncLoadBalancerFailed", "EnsuredLoadBalancer"]
 
 
 # ------------------------------------------------------------------------------------
