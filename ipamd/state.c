@@ -1,5 +1,6 @@
 /* The core state: pools, leases, spaces, revisions, events, group commit. */
 #include "state.h"
+#include "slab.h"
 
 #include <assert.h>
 #include <stdarg.h>
@@ -191,12 +192,18 @@ static void pool_free(struct pool *p)
     free(p);
 }
 
+/* The bytes of a lease's allocation: the struct, its addresses, its owner. */
+static size_t lease_size(const struct lease *l)
+{
+    return (size_t)(l->owner - (const char *)l) + strlen(l->owner) + 1;
+}
+
 /* A zeroed lease with room for room (1 or 2) addresses and its owner stored
  * in the same allocation; lease_fit gives back the room naddr does not use. */
 static struct lease *lease_new(const char *owner, size_t room)
 {
     size_t n = strlen(owner) + 1;
-    struct lease *l = xcalloc(1, sizeof(*l) + room * sizeof(struct lease_addr) + n);
+    struct lease *l = slab_alloc(sizeof(*l) + room * sizeof(struct lease_addr) + n);
     l->owner = (char *)(l->addr + room);
     memcpy(l->owner, owner, n);
     return l;
@@ -208,18 +215,18 @@ static struct lease *lease_fit(struct lease *l)
 {
     if (l->owner == (char *)(l->addr + l->naddr))
         return l;
-    size_t n = strlen(l->owner) + 1;
-    memmove(l->addr + l->naddr, l->owner, n);
-    struct lease *m = realloc(l, sizeof(*l) + l->naddr * sizeof(struct lease_addr) + n);
-    if (m)
-        l = m; /* else the larger block still holds everything */
-    l->owner = (char *)(l->addr + l->naddr);
-    return l;
+    size_t n = strlen(l->owner) + 1, size = sizeof(*l) + l->naddr * sizeof(struct lease_addr) + n;
+    struct lease *m = slab_alloc(size);
+    memcpy(m, l, sizeof(*l) + l->naddr * sizeof(struct lease_addr));
+    m->owner = (char *)(m->addr + m->naddr);
+    memcpy(m->owner, l->owner, n);
+    slab_free(l, lease_size(l));
+    return m;
 }
 
 static void expiry_add(struct state *s, struct lease *l)
 {
-    struct expiry_ref *r = xcalloc(1, sizeof(*r));
+    struct expiry_ref *r = slab_alloc(sizeof(*r));
     r->lease = l;
     avl_insert(&s->expiry, &r->n, expiry_cmp);
 }
@@ -232,7 +239,7 @@ static void expiry_del(struct state *s, struct lease *l)
         abort();
     }
     avl_remove(&s->expiry, n);
-    free(avl_entry(n, struct expiry_ref, n));
+    slab_free(avl_entry(n, struct expiry_ref, n), sizeof(struct expiry_ref));
 }
 
 void lease_free(struct lease *l)
@@ -246,7 +253,7 @@ void lease_free(struct lease *l)
     free(l->labels);
     free(l->ports);
     free(l->sharing_key);
-    free(l);
+    slab_free(l, lease_size(l));
 }
 
 static void lease_attach(struct state *s, struct lease *l)
@@ -927,7 +934,12 @@ enum ipam_err st_allocate(struct state *s, const Ipam__V1__AllocateRequest *req,
                          "invalid sharing key `%.64s': printable characters, no spaces",
                          req->sharing_key);
 
-    struct lease *l = lease_new(req->owner, 2);
+    /* Room for the addresses the request can get: shrinking later would
+     * leave a hole per lease in the heap. */
+    bool single = req->family == IPAM__V1__FAMILY__FAMILY_IPV4 ||
+                  req->family == IPAM__V1__FAMILY__FAMILY_IPV6 ||
+                  (req->family == IPAM__V1__FAMILY__FAMILY_UNSPECIFIED && req->n_addresses <= 1);
+    struct lease *l = lease_new(req->owner, single ? 1 : 2);
     enum ipam_err e;
     if (req->pool[0]) {
         l->pool = st_pool(s, req->pool);
