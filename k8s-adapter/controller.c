@@ -190,6 +190,10 @@ struct ctl {
     struct kv_config cfg;
     struct strmap applied; /* ipamd pool names applied for cfg */
     struct strmap warned;  /* key -> last Warning message sent */
+    /* key -> the resourceVersion the Service had when its last reconcile
+     * ended DONE (after our own PATCH, its reply's): the watch's echo of our
+     * own write needs no second reconcile. */
+    struct strmap done_rv;
     struct queue q;
     atomic_int ipamd_lost; /* set by the ipamd watcher thread */
     atomic_int stopping;
@@ -375,6 +379,13 @@ static void cache_put(struct ctl *c, const char *key, const cJSON *obj)
         oom();
     cJSON *old = copy ? strmap_put(&c->svcs, key, copy) : strmap_del(&c->svcs, key);
     cJSON_Delete(old);
+}
+
+static const char *obj_rv(const cJSON *obj)
+{
+    const cJSON *rv = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(obj, "metadata"), "resourceVersion");
+    return cJSON_IsString(rv) ? rv->valuestring : NULL;
 }
 
 /* Key "ns/name" of an object, or -1 when it has none usable. */
@@ -643,6 +654,18 @@ static enum outcome obtain(struct ctl *c, const struct svc *s, const char *owner
         msg = NULL;
         rc = allocate(c, s, owner, "", share, v, &msg);
     }
+    const char *in = msg ? strstr(msg, "is in pool `") : NULL;
+    if (rc == GRPC_STATUS_INVALID_ARGUMENT && s->nrequested && in) {
+        /* An address another pool holds (the ConfigMap's keys changed after
+         * the Service got it, say) is taken from that pool, so it counts as
+         * used there and is never handed out again. */
+        char other[300];
+        in += strlen("is in pool `");
+        snprintf(other, sizeof(other), "%.*s", (int)strcspn(in, "'"), in);
+        free(msg);
+        msg = NULL;
+        rc = allocate(c, s, owner, other, share, v, &msg);
+    }
     if (rc == GRPC_STATUS_OK) {
         free(msg);
         return DONE;
@@ -786,6 +809,14 @@ static enum outcome reconcile(struct ctl *c, const char *key)
         snprintf(msg, sizeof(msg), "Ensured load balancer with %s", ips);
         log_info("%s: %s", key, msg);
         post_event(c, &s, false, "EnsuredLoadBalancer", msg);
+        /* A status patch goes on from the version our PATCH made. */
+        const char *now = obj_rv(strmap_get(&c->svcs, key));
+        if (now) {
+            free(s.rv);
+            s.rv = strdup(now);
+            if (!s.rv)
+                oom();
+        }
     }
     if (c->o.write_status) {
         cJSON *sp = svc_patch_status(&s, v.addrs, v.n);
@@ -808,6 +839,11 @@ static void process(struct ctl *c, struct qent *e)
 {
     enum outcome r = reconcile(c, e->key);
     am_reconcile(r == DONE ? "done" : r == RETRY ? "retry" : "wait");
+    const char *rv = r == DONE ? obj_rv(strmap_get(&c->svcs, e->key)) : NULL;
+    char *copy = rv ? strdup(rv) : NULL;
+    if (rv && !copy)
+        oom();
+    free(copy ? strmap_put(&c->done_rv, e->key, copy) : strmap_del(&c->done_rv, e->key));
     if (r == RETRY) {
         q_retry(&c->q, e);
     } else {
@@ -825,13 +861,6 @@ static void set_str(char **dst, const char *src)
     *dst = src ? strdup(src) : NULL;
     if (src && !*dst)
         oom();
-}
-
-static const char *obj_rv(const cJSON *obj)
-{
-    const cJSON *rv = cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetObjectItemCaseSensitive(obj, "metadata"), "resourceVersion");
-    return cJSON_IsString(rv) ? rv->valuestring : NULL;
 }
 
 static void load_config(struct ctl *c, const cJSON *cm)
@@ -1022,8 +1051,14 @@ static void on_svc_event(void *ctx, const char *type, cJSON *object)
         log_warn("ignoring a Service watch event without a usable name");
         return;
     }
-    cache_put(c, key, !strcmp(type, "DELETED") ? NULL : object);
-    q_add(&c->q, key);
+    bool deleted = !strcmp(type, "DELETED");
+    const char *done = strmap_get(&c->done_rv, key);
+    bool echo = !deleted && rv && done && !strcmp(done, rv);
+    if (!echo)
+        free(strmap_del(&c->done_rv, key));
+    cache_put(c, key, deleted ? NULL : object);
+    if (!echo)
+        q_add(&c->q, key);
 }
 
 static void on_svc_closed(void *ctx, int http_status, const char *err)
@@ -1277,6 +1312,10 @@ void ctl_free(struct ctl *c)
     while (strmap_next(&c->warned, &i, &k, &v))
         free(v);
     strmap_free(&c->warned);
+    i = 0;
+    while (strmap_next(&c->done_rv, &i, &k, &v))
+        free(v);
+    strmap_free(&c->done_rv);
     strmap_free(&c->applied);
     q_free(&c->q);
     kv_config_free(&c->cfg);

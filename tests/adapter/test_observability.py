@@ -125,3 +125,28 @@ def test_json_logs_are_one_object_per_line(cluster):
         assert set(obj) == {"time", "level", "msg"}, line
         assert obj["level"] in ("debug", "info", "warn", "error")
     assert json.loads(lines[0])["msg"].startswith("k8s-adapter ")
+
+
+def test_the_watch_echo_of_the_adapters_own_patch_is_not_reconciled_again(cluster):
+    cluster.set_config({"cidr-global": "192.0.2.0/24"})
+    a = cluster.adapter(extra_args=["--metrics-listen", "127.0.0.1:0"])
+    a.wait_synced()
+    names = [f"e{i}" for i in range(8)]
+    for n in names:
+        cluster.create(n)
+    for n in names:
+        cluster.wait_assigned("default", n)
+        cluster.wait_event("default", n, "EnsuredLoadBalancer")
+    cluster.barrier()  # one more Service: every echo before it has been seen
+    n = len(names) + 1
+    done_key = ("k8s_adapter_reconciles_total", frozenset({"result": "done"}.items()))
+    # The barrier's reconcile is counted just after its PATCH is visible.
+    s = wait_for(lambda: (lambda m: m if m.get(done_key, 0) >= n else None)(scrape(a)),
+                 "the barrier's reconcile to be counted")
+    allocs = sum(v for (m, l), v in s.items() if m == "k8s_adapter_ipamd_requests_total"
+                 and dict(l)["method"] == "Allocate")
+    done = s[done_key]
+    assert allocs == n, f"{allocs} Allocate calls for {n} Services"
+    assert done == n, f"{done} reconciles for {n} Services"
+    patches = api_counts(s, with_code=True)[("patch", "services", "200")]
+    assert patches == n

@@ -982,3 +982,43 @@ def test_the_adapter_does_not_list_per_service(cluster):
     assert len(lists) <= 2, f"{len(lists)} LISTs during a burst of 50: {lists[:10]}"
     assert len(gets) <= 5, f"{len(gets)} single GETs during a burst of 50: {gets[:10]}"
     assert_unique_and_leased(c, [("default", n) for n in names])
+
+
+def test_a_carried_address_inside_another_namespaces_pool_is_taken_from_that_pool(cluster):
+    """Keys changed after a Service got its address: the address lies in another
+    namespace's pool. It is held there, so that pool never hands it out again."""
+    cluster.set_config({"cidr-a": "192.0.2.0/24", "range-b": "198.51.100.6-198.51.100.7"})
+    cluster.adapter()
+    cluster.create("first", "b")
+    assert cluster.wait_assigned("b", "first") == ["198.51.100.6"]
+    cluster.create("moved", "a", annotations={ANN_IPS: "198.51.100.7"})
+    assert cluster.wait_assigned("a", "moved") == ["198.51.100.7"]
+    lease = cluster.lease(owner("a", "moved"))
+    assert lease is not None and list(lease.addresses) == ["198.51.100.7"]
+    assert lease.pool == "k8s.range-b"
+    assert cluster.warnings("a", "moved") == []
+    cluster.create("second", "b")
+    cluster.wait_event("b", "second", "SyncLoadBalancerFailed", "Warning", ["exhausted"])
+    assert lease_addrs(cluster, "b", "second") is None
+    assert ANN_IPS not in annotations_of(cluster.svc("b", "second"))
+
+
+def test_write_status_costs_one_status_patch_per_service(cluster):
+    cluster.set_config(GLOBAL)
+    a = cluster.adapter(extra_args=["--write-status"])
+    a.wait_synced()
+    names = [f"s{i}" for i in range(5)]
+    for n in names:
+        cluster.create(n)
+    for n in names:
+        ips = cluster.wait_assigned("default", n)
+        cluster.wait_svc("default", n, lambda o, ips=ips: [
+            i.get("ip") for i in ((o.get("status") or {}).get("loadBalancer") or {})
+            .get("ingress", [])] == ips, "its status to carry the address")
+    cluster.barrier()
+    for n in names:
+        path = f"/api/v1/namespaces/default/services/{n}"
+        assert cluster.srv.count_requests(method="PATCH", path=path) == 1
+        assert cluster.srv.count_requests(method="PATCH", path=path + "/status") == 1
+    assert "HTTP 409" not in a.log() and " warn " not in a.log(), a.log()
+
