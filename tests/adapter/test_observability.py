@@ -60,17 +60,23 @@ def classify(r):
     return verb, resource
 
 
-def test_metrics_count_reconciles_api_requests_and_ipamd_calls(cluster):
+def metered_adapter_with_services(cluster, names):
+    """A synchronised adapter with metrics on, once every Service in names has
+    its address and its EnsuredLoadBalancer Event."""
     cluster.set_config({"cidr-global": "192.0.2.0/24"})
     a = cluster.adapter(extra_args=["--metrics-listen", "127.0.0.1:0"])
     a.wait_synced()
-    names = [f"svc{i}" for i in range(6)]
     for n in names:
         cluster.create(n)
     for n in names:
         cluster.wait_assigned("default", n)
-    for n in names:
         cluster.wait_event("default", n, "EnsuredLoadBalancer")
+    return a
+
+
+def test_metrics_count_reconciles_api_requests_and_ipamd_calls(cluster):
+    names = [f"svc{i}" for i in range(6)]
+    a = metered_adapter_with_services(cluster, names)
     # One PATCH fails once with a 500: counted under its code, then retried.
     cluster.srv.fail_next(1, code=500, method="PATCH")
     cluster.create("late")
@@ -128,15 +134,8 @@ def test_json_logs_are_one_object_per_line(cluster):
 
 
 def test_the_watch_echo_of_the_adapters_own_patch_is_not_reconciled_again(cluster):
-    cluster.set_config({"cidr-global": "192.0.2.0/24"})
-    a = cluster.adapter(extra_args=["--metrics-listen", "127.0.0.1:0"])
-    a.wait_synced()
     names = [f"e{i}" for i in range(8)]
-    for n in names:
-        cluster.create(n)
-    for n in names:
-        cluster.wait_assigned("default", n)
-        cluster.wait_event("default", n, "EnsuredLoadBalancer")
+    a = metered_adapter_with_services(cluster, names)
     cluster.barrier()  # one more Service: every echo before it has been seen
     n = len(names) + 1
     done_key = ("k8s_adapter_reconciles_total", frozenset({"result": "done"}.items()))
