@@ -18,6 +18,7 @@
 #define NCLASS (SLAB_MAX / GRAIN)
 #define BLOCK (1u << 20)
 
+#ifndef SLAB_PASSTHROUGH
 struct free_obj {
     struct free_obj *next;
 };
@@ -28,6 +29,7 @@ static struct {
     size_t left;  /* bytes there */
     void *blocks; /* every block, linked through its first word */
 } slab;
+#endif
 
 static void *zalloc_or_die(size_t n)
 {
