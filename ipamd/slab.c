@@ -6,14 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define SLAB_PASSTHROUGH 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SLAB_PASSTHROUGH 1
-#endif
-#endif
-
 #define GRAIN 16
 #define NCLASS (SLAB_MAX / GRAIN)
 #define BLOCK (1u << 20)
