@@ -282,21 +282,41 @@ static int bind_addr(const char *addr, char *bound, size_t bound_len, char *err,
         snprintf(err, errlen, "metrics address `%s': %s", addr, gai_strerror(rc));
         return -1;
     }
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-        (res->ai_family == AF_INET6 &&
-         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) ||
-        bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 64) != 0) {
-        snprintf(err, errlen, "cannot serve metrics on `%s': %s", addr, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        freeaddrinfo(res);
-        return -1;
+    /* The IPv6 wildcard (`[::]:P', or an empty host, which prefers it)
+     * takes IPv4 connections too, as operators expect of "all addresses";
+     * a specific address takes its own family only. Without IPv6 on the
+     * host, an empty host falls back to 0.0.0.0. */
+    int fd = -1, saved = 0;
+    for (int pass = host[0] ? 2 : 0; pass <= (host[0] ? 2 : 1) && fd < 0; pass++) {
+        for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
+            /* pass 0: IPv6 only, pass 1: the others, pass 2: in order */
+            if (pass < 2 && (ai->ai_family == AF_INET6) != (pass == 0))
+                continue;
+            int s = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            int one = 1, v6only = 1;
+            if (ai->ai_family == AF_INET6 &&
+                IN6_IS_ADDR_UNSPECIFIED(&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr))
+                v6only = 0;
+            if (s < 0 || setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+                (ai->ai_family == AF_INET6 &&
+                 setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only)) != 0) ||
+                bind(s, ai->ai_addr, ai->ai_addrlen) != 0 || listen(s, 64) != 0) {
+                if (!saved || errno != EAFNOSUPPORT)
+                    saved = errno;
+                if (s >= 0)
+                    close(s);
+                continue;
+            }
+            fd = s;
+        }
     }
     freeaddrinfo(res);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot serve metrics on `%s': %s", addr, strerror(saved));
+        return -1;
+    }
     if (bound && bound_len) {
-        struct sockaddr_storage ss;
+        struct sockaddr_storage ss = {0};
         socklen_t sl = sizeof(ss);
         char h[INET6_ADDRSTRLEN] = "?", p[8] = "?";
         if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)

@@ -246,6 +246,16 @@ def test_the_endpoint_serves_only_get_on_metrics(metered):
     assert status == 200 and body == ""
 
 
+def test_metrics_listen_on_an_ipv6_address(ipamd_factory):
+    d = ipamd_factory(extra_args=["--metrics-listen", "[::1]:0"])
+    m = await_true(lambda: re.search(r"metrics on http://\[::1\]:(\d+)/metrics",
+                                     d.stderr_path().read_text()),
+                   "the metrics address in ipamd's log")
+    with urllib.request.urlopen(f"http://[::1]:{m.group(1)}/metrics", timeout=10) as r:
+        body = r.read().decode()
+    assert "ipamd_serving 1" in body
+
+
 def test_metrics_are_off_by_default(ipamd_factory):
     d = ipamd_factory()
     assert "metrics on" not in d.stderr_path().read_text()
