@@ -139,11 +139,10 @@ void srv_metrics_render(const struct srv_metrics *m, const struct state *st,
                      "Duration of a store transaction (write and fsync).");
     ipam_hist_write(b, "ipamd_store_commit_seconds", "", &m->commit_seconds);
     ipam_metric_head(b, "ipamd_store_commit_batch_size", "histogram",
-                     "Write calls made durable by one store transaction.");
+                     "Write calls answered after one store transaction (refused ones included).");
     ipam_hist_write(b, "ipamd_store_commit_batch_size", "", &m->batch_size);
     ipam_metric_head(b, "ipamd_store_commit_failures_total", "counter",
                      "Store transactions that failed (their writes were answered UNAVAILABLE).");
     ipam_mbuf_printf(b, "ipamd_store_commit_failures_total %llu\n",
                      (unsigned long long)m->commit_failures);
-    ipam_metrics_process(b);
 }

@@ -11,6 +11,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,6 +114,7 @@ struct server {
     size_t nwatchers, max_watchers;
     bool watchers_full_logged;
     atomic_int stop;
+    atomic_int scrape_waiting; /* a scrape wants mu: the core lets it in */
     bool stopping, shut_down;
     struct tag shutdown_tag;
     gpr_timespec grace;
@@ -720,6 +722,10 @@ void server_run(struct server *srv)
     bool cancelled = false;
     while (!srv->shut_down) {
         grpc_event ev = grpc_completion_queue_next(srv->cq, next_deadline(srv), NULL);
+        /* Under saturation the core would relock mu at once, every time;
+         * a waiting scrape goes first (it holds mu for microseconds). */
+        while (atomic_load_explicit(&srv->scrape_waiting, memory_order_relaxed))
+            sched_yield();
         pthread_mutex_lock(&srv->mu);
         if (ev.type == GRPC_OP_COMPLETE)
             dispatch(srv, ev);
@@ -746,7 +752,9 @@ static void render_metrics(void *ctx, struct ipam_mbuf *b)
 {
     struct server *srv = ctx;
     struct srv_gauges g = {0};
+    atomic_fetch_add(&srv->scrape_waiting, 1);
     pthread_mutex_lock(&srv->mu);
+    atomic_fetch_sub(&srv->scrape_waiting, 1);
     g.serving = srv->ctx.serving;
     for (const struct watcher *w = srv->watchers; w; w = w->next) {
         if (w->health)
@@ -756,6 +764,8 @@ static void render_metrics(void *ctx, struct ipam_mbuf *b)
     }
     srv_metrics_render(&srv->metrics, srv->state, &g, b);
     pthread_mutex_unlock(&srv->mu);
+    /* /proc reads need no lock: the core thread never waits on them. */
+    ipam_metrics_process(b);
 }
 
 void server_request_stop(struct server *srv)
@@ -1134,9 +1144,11 @@ struct server *server_create(struct state *st, const struct server_opts *o, char
     srv->generic.tag.fn = on_unknown_call;
     srv->max_watchers = o->max_watchers;
     atomic_init(&srv->stop, 0);
+    atomic_init(&srv->scrape_waiting, 0);
     pthread_mutex_init(&srv->mu, NULL);
     if (srv_metrics_init(&srv->metrics, api_nmethods) != 0) {
         snprintf(err, errlen, "out of memory");
+        pthread_mutex_destroy(&srv->mu);
         free(srv);
         return NULL;
     }
