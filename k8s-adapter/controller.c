@@ -190,10 +190,12 @@ struct ctl {
     struct kv_config cfg;
     struct strmap applied; /* ipamd pool names applied for cfg */
     struct strmap warned;  /* key -> last Warning message sent */
-    /* key -> the resourceVersion the Service had when its last reconcile
-     * ended DONE (after our own PATCH, its reply's): the watch's echo of our
-     * own write needs no second reconcile. */
+    /* key -> the resourceVersions our own writes gave the Service in its
+     * last reconcile, then the one it had when that reconcile ended DONE,
+     * space-separated, oldest first: the watch's echoes of our own writes
+     * need no second reconcile (with --write-status a reconcile makes two). */
     struct strmap done_rv;
+    char wrote_rv[256]; /* the reconcile under way's writes' rvs */
     struct queue q;
     atomic_int ipamd_lost; /* set by the ipamd watcher thread */
     atomic_int stopping;
@@ -419,6 +421,11 @@ static int patch(struct ctl *c, const struct svc *s, cJSON *p, bool status, char
         svc_key(s, key, sizeof(key));
         if (obj)
             cache_put(c, key, obj);
+        const char *rv = obj_rv(obj);
+        size_t used = strlen(c->wrote_rv);
+        if (rv && !strchr(rv, ' ') && used + strlen(rv) + 2 < sizeof(c->wrote_rv))
+            snprintf(c->wrote_rv + used, sizeof(c->wrote_rv) - used, "%s%s", used ? " " : "",
+                     rv);
         cJSON_Delete(obj);
     } else if (code > 0) {
         const char *m = resp ? kube_status_message(resp) : NULL;
@@ -837,12 +844,24 @@ out:
 
 static void process(struct ctl *c, struct qent *e)
 {
+    c->wrote_rv[0] = '\0';
     enum outcome r = reconcile(c, e->key);
     am_reconcile(r == DONE ? "done" : r == RETRY ? "retry" : "wait");
     const char *rv = r == DONE ? obj_rv(strmap_get(&c->svcs, e->key)) : NULL;
-    char *copy = rv ? strdup(rv) : NULL;
-    if (rv && !copy)
-        oom();
+    char *copy = NULL;
+    if (rv) {
+        const char *last = strrchr(c->wrote_rv, ' ');
+        last = last ? last + 1 : c->wrote_rv;
+        bool same = !strcmp(last, rv);
+        size_t n = strlen(c->wrote_rv) + strlen(rv) + 2;
+        copy = malloc(n);
+        if (!copy)
+            oom();
+        if (same)
+            memcpy(copy, c->wrote_rv, strlen(c->wrote_rv) + 1);
+        else
+            snprintf(copy, n, "%s%s%s", c->wrote_rv, c->wrote_rv[0] ? " " : "", rv);
+    }
     free(copy ? strmap_put(&c->done_rv, e->key, copy) : strmap_del(&c->done_rv, e->key));
     if (r == RETRY) {
         q_retry(&c->q, e);
@@ -1032,6 +1051,20 @@ out:
     return rc;
 }
 
+/* Where rv is in done_rv's list: 0 not there, 1 before the last, 2 last. */
+static int rv_position(const char *list, const char *rv)
+{
+    size_t n = strlen(rv);
+    for (const char *p = list; p && *p;) {
+        const char *end = strchr(p, ' ');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == n && !memcmp(p, rv, n))
+            return end ? 1 : 2;
+        p = end ? end + 1 : NULL;
+    }
+    return 0;
+}
+
 static void on_svc_event(void *ctx, const char *type, cJSON *object)
 {
     struct ctl *c = ctx;
@@ -1052,12 +1085,13 @@ static void on_svc_event(void *ctx, const char *type, cJSON *object)
         return;
     }
     bool deleted = !strcmp(type, "DELETED");
-    const char *done = strmap_get(&c->done_rv, key);
-    bool echo = !deleted && rv && done && !strcmp(done, rv);
-    if (!echo)
+    int at = deleted || !rv ? 0 : rv_position(strmap_get(&c->done_rv, key), rv);
+    if (at == 0)
         free(strmap_del(&c->done_rv, key));
-    cache_put(c, key, deleted ? NULL : object);
-    if (!echo)
+    /* The echo of an earlier write of ours is older than what we hold. */
+    if (at != 1)
+        cache_put(c, key, deleted ? NULL : object);
+    if (at == 0)
         q_add(&c->q, key);
 }
 
@@ -1410,6 +1444,7 @@ int ctl_run(struct ctl *c, volatile sig_atomic_t *stop)
         if (c->q.rcount)
             wait = 0;
         kube_run(c->kube, wait < 0 ? 60000 : (int)(wait > 60000 ? 60000 : wait));
+        am_queue_depth(c->q.rcount + c->q.dcount); /* what the watches just added */
         for (int n = 0; n < ITEMS_PER_TURN && c->q.rcount && !*stop; n++) {
             if (atomic_load(&c->ipamd_lost))
                 break; /* Re-claim first. */

@@ -14,7 +14,9 @@ adapter handles changes in order. ConfigMap pools use documentation address spac
 conformance vector is replayed with its own values.
 """
 
+import re
 import shutil
+import urllib.request
 
 import pytest
 
@@ -1005,20 +1007,35 @@ def test_a_carried_address_inside_another_namespaces_pool_is_taken_from_that_poo
 
 def test_write_status_costs_one_status_patch_per_service(cluster):
     cluster.set_config(GLOBAL)
-    a = cluster.adapter(extra_args=["--write-status"])
+    a = cluster.adapter(extra_args=["--write-status", "--metrics-listen", "127.0.0.1:0"])
     a.wait_synced()
+
+    def wait_status(ns, n):
+        ips = cluster.wait_assigned(ns, n)
+        cluster.wait_svc(ns, n, lambda o: [
+            i.get("ip") for i in ((o.get("status") or {}).get("loadBalancer") or {})
+            .get("ingress", [])] == ips, "its status to carry the address")
+
     names = [f"s{i}" for i in range(5)]
     for n in names:
         cluster.create(n)
     for n in names:
-        ips = cluster.wait_assigned("default", n)
-        cluster.wait_svc("default", n, lambda o, ips=ips: [
-            i.get("ip") for i in ((o.get("status") or {}).get("loadBalancer") or {})
-            .get("ingress", [])] == ips, "its status to carry the address")
-    cluster.barrier()
+        wait_status("default", n)
+    # Two barriers, each waited for to its status: when the second is done,
+    # the adapter has handled the watch's echoes of every write before it.
+    for b in ("barrier-1", "barrier-2"):
+        cluster.create(b, "barrier")
+        wait_status("barrier", b)
     for n in names:
         path = f"/api/v1/namespaces/default/services/{n}"
         assert cluster.srv.count_requests(method="PATCH", path=path) == 1
         assert cluster.srv.count_requests(method="PATCH", path=path + "/status") == 1
     assert "HTTP 409" not in a.log() and " warn " not in a.log(), a.log()
+    # The echoes of its own two writes (metadata, then status) cost no reconcile:
+    # one per Service, the one its creation caused.
+    m = re.search(r"metrics on http://(127\.0\.0\.1:\d+)/metrics", a.log())
+    with urllib.request.urlopen(f"http://{m.group(1)}/metrics", timeout=10) as r:
+        body = r.read().decode()
+    done = re.search(r'^k8s_adapter_reconciles_total\{result="done"\} (\d+)$', body, re.M)
+    assert done and int(done.group(1)) == len(names) + 2, body
 
