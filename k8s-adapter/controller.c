@@ -177,6 +177,42 @@ static void q_free(struct queue *q)
 
 /* ---- the controller --------------------------------------------------- */
 
+/* When a watch that ended may be opened again. One that delivered something
+ * or ran a while resumes at once; one refused at once (403, 429, 500, no
+ * connection) waits, doubling up to WATCH_MAX_BACKOFF_MS, and at least as
+ * long as a Retry-After asked: never a tight loop against the API server. */
+struct wback {
+    int64_t opened, retry_at, backoff;
+    bool delivered;
+};
+
+#define WATCH_MAX_BACKOFF_MS 30000
+#define WATCH_HEALTHY_MS 10000
+
+static void wb_opened(struct wback *b)
+{
+    b->opened = now_ms();
+    b->delivered = false;
+}
+
+/* Returns the delay chosen, in ms. */
+static int64_t wb_ended(struct wback *b, long retry_after_s)
+{
+    int64_t now = now_ms(), delay = 0;
+    if (b->delivered || now - b->opened >= WATCH_HEALTHY_MS) {
+        b->backoff = 0;
+    } else {
+        b->backoff = b->backoff ? b->backoff * 2 : FIRST_BACKOFF_MS;
+        if (b->backoff > WATCH_MAX_BACKOFF_MS)
+            b->backoff = WATCH_MAX_BACKOFF_MS;
+        delay = b->backoff;
+    }
+    if (retry_after_s * 1000 > delay)
+        delay = retry_after_s * 1000;
+    b->retry_at = now + delay;
+    return delay;
+}
+
 struct ctl {
     struct ctl_opts o;
     struct kube *kube;
@@ -185,6 +221,7 @@ struct ctl {
     char *svc_rv;
     struct kube_watch *svc_watch, *cm_watch;
     bool svc_watch_dead, cm_watch_dead, need_relist;
+    struct wback svc_wb, cm_wb;
     bool have_cm;
     char *cm_rv;
     struct kv_config cfg;
@@ -1068,6 +1105,8 @@ static int rv_position(const char *list, const char *rv)
 static void on_svc_event(void *ctx, const char *type, cJSON *object)
 {
     struct ctl *c = ctx;
+    if (strcmp(type, "ERROR"))
+        c->svc_wb.delivered = true;
     char key[600];
     const char *rv = obj_rv(object);
     if (!strcmp(type, "ERROR")) {
@@ -1098,10 +1137,12 @@ static void on_svc_event(void *ctx, const char *type, cJSON *object)
 static void on_svc_closed(void *ctx, int http_status, const char *err)
 {
     struct ctl *c = ctx;
+    int64_t delay = wb_ended(&c->svc_wb, kube_retry_after(c->kube));
     if (http_status == 410)
         c->need_relist = true;
     else if (!atomic_load(&c->stopping) && err)
-        log_info("Service watch ended (%d: %s): resuming", http_status, err);
+        log_msg(delay ? LOG_WARN : LOG_INFO, "Service watch ended (%d: %s): resuming in %.1f s",
+               http_status, err, (double)delay / 1000);
     c->svc_watch = NULL; /* The library frees it. */
     c->svc_watch_dead = true;
 }
@@ -1109,6 +1150,8 @@ static void on_svc_closed(void *ctx, int http_status, const char *err)
 static void on_cm_event(void *ctx, const char *type, cJSON *object)
 {
     struct ctl *c = ctx;
+    if (strcmp(type, "ERROR"))
+        c->cm_wb.delivered = true;
     if (!strcmp(type, "BOOKMARK") || !strcmp(type, "ERROR")) {
         if (!strcmp(type, "ERROR"))
             c->cm_watch_dead = true;
@@ -1122,8 +1165,10 @@ static void on_cm_event(void *ctx, const char *type, cJSON *object)
 static void on_cm_closed(void *ctx, int http_status, const char *err)
 {
     struct ctl *c = ctx;
+    int64_t delay = wb_ended(&c->cm_wb, kube_retry_after(c->kube));
     if (!atomic_load(&c->stopping) && err)
-        log_info("ConfigMap watch ended (%d: %s): resuming", http_status, err);
+        log_msg(delay ? LOG_WARN : LOG_INFO, "ConfigMap watch ended (%d: %s): resuming in %.1f s",
+               http_status, err, (double)delay / 1000);
     c->cm_watch = NULL; /* The library frees it. */
     c->cm_watch_dead = true;
 }
@@ -1134,7 +1179,11 @@ static const struct kube_watch_ops cm_ops = {on_cm_event, on_cm_closed};
 static void start_watches(struct ctl *c)
 {
     char path[1200];
-    if (!c->svc_watch) {
+    int64_t now = now_ms();
+    if (!c->svc_watch && now < c->svc_wb.retry_at) {
+        c->svc_watch_dead = true; /* the main loop opens it when due */
+    } else if (!c->svc_watch) {
+        wb_opened(&c->svc_wb);
         snprintf(path, sizeof(path),
                  "/api/v1/"
                  "services?watch=1&allowWatchBookmarks=true&timeoutSeconds=%d&resourceVersion=%s",
@@ -1142,7 +1191,10 @@ static void start_watches(struct ctl *c)
         c->svc_watch = kube_watch_open(c->kube, path, &svc_ops, c);
         c->svc_watch_dead = false;
     }
-    if (!c->cm_watch) {
+    if (!c->cm_watch && now < c->cm_wb.retry_at) {
+        c->cm_watch_dead = true;
+    } else if (!c->cm_watch) {
+        wb_opened(&c->cm_wb);
         /* The ConfigMap is listed again before the watch starts (get_config),
          * so the watch starts from that list's version. */
         snprintf(path, sizeof(path),
@@ -1389,8 +1441,13 @@ int ctl_run(struct ctl *c, volatile sig_atomic_t *stop)
     c->next_resync = now_ms() + (int64_t)c->o.resync_seconds * 1000;
     while (!*stop) {
         if (!synced || atomic_load(&c->ipamd_lost) || c->need_relist) {
-            if (now_ms() < retry_at) {
-                kube_run(c->kube, (int)(retry_at - now_ms()));
+            /* A relist the Service watch asked for waits out its backoff
+             * (an ipamd restart does not: re-claiming is urgent). */
+            int64_t gate = retry_at;
+            if (synced && !atomic_load(&c->ipamd_lost) && c->svc_wb.retry_at > gate)
+                gate = c->svc_wb.retry_at;
+            if (now_ms() < gate) {
+                kube_run(c->kube, (int)(gate - now_ms()));
                 continue;
             }
             if (!ipamd_ready(c, stop))
@@ -1404,26 +1461,39 @@ int ctl_run(struct ctl *c, volatile sig_atomic_t *stop)
             }
             continue;
         }
-        if (c->svc_watch_dead || c->cm_watch_dead) {
-            /* A broken stream resumes from the last version seen; the
-             * ConfigMap is re-read whole first. */
-            char err[600];
-            if (c->cm_watch_dead) {
-                kube_watch_close(c->cm_watch);
-                c->cm_watch = NULL;
-                if (get_config(c, err, sizeof(err)) != 0) {
-                    log_warn("%s", err);
-                    kube_run(c->kube, 1000);
-                    continue;
-                }
-            }
-            if (c->svc_watch_dead) {
-                kube_watch_close(c->svc_watch);
-                c->svc_watch = NULL;
-            }
-            start_watches(c);
+        /* A broken stream resumes from the last version seen, when its
+         * backoff allows; the ConfigMap is re-read whole first. */
+        if (c->cm_watch_dead && c->cm_watch) {
+            kube_watch_close(c->cm_watch); /* it ended with an ERROR event */
+            c->cm_watch = NULL;
         }
+        if (c->svc_watch_dead && c->svc_watch) {
+            kube_watch_close(c->svc_watch);
+            c->svc_watch = NULL;
+        }
+        int64_t now = now_ms();
+        bool cm_due = c->cm_watch_dead && now >= c->cm_wb.retry_at;
+        bool svc_due = c->svc_watch_dead && now >= c->svc_wb.retry_at;
+        if (cm_due) {
+            char err[600];
+            if (get_config(c, err, sizeof(err)) != 0) {
+                wb_opened(&c->cm_wb); /* counts as a refused attempt */
+                log_warn("%s: retrying in %.1f s", err,
+                         (double)wb_ended(&c->cm_wb, 0) / 1000);
+            }
+        }
+        if (cm_due || svc_due)
+            start_watches(c); /* opens those due */
         int64_t wait = q_promote(&c->q);
+        if (c->svc_watch_dead || c->cm_watch_dead) {
+            int64_t at = !c->cm_watch_dead                           ? c->svc_wb.retry_at
+                         : !c->svc_watch_dead                        ? c->cm_wb.retry_at
+                         : c->svc_wb.retry_at < c->cm_wb.retry_at ? c->svc_wb.retry_at
+                                                                    : c->cm_wb.retry_at;
+            int64_t d = at > now_ms() ? at - now_ms() : 0;
+            if (wait < 0 || d < wait)
+                wait = d;
+        }
         int64_t to_resync = c->next_resync - now_ms();
         if (c->o.resync_seconds > 0 && to_resync <= 0) {
             size_t i = 0;

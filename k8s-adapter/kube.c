@@ -47,6 +47,7 @@ struct kube {
     bool running; /* Inside kube_run: watches are freed by its sweep, not at once. */
     kube_observer observe;
     void *observe_ctx;
+    long retry_after; /* Retry-After of the watch error being reported, seconds */
 };
 
 struct kube_watch {
@@ -575,18 +576,26 @@ static void watch_free(struct kube_watch *w)
     free(w);
 }
 
-/* Ends w: no callback after this one. The sweep of kube_run frees it. */
-static void watch_finish(struct kube_watch *w, int status, const char *err)
-{
-    watch_detach(w);
-    w->done = true;
-    w->ops.closed(w->ctx, status, err);
-}
-
 static bool is_2xx(long status)
 {
     return status >= 200 && status <= 299;
 }
+
+/* Ends w: no callback after this one. The sweep of kube_run frees it. */
+static void watch_finish(struct kube_watch *w, int status, const char *err)
+{
+    curl_off_t ra = 0;
+    if (w->easy != NULL && status > 0 && !is_2xx(status) &&
+        curl_easy_getinfo(w->easy, CURLINFO_RETRY_AFTER, &ra) != CURLE_OK)
+        ra = 0;
+    struct kube *k = w->k;
+    watch_detach(w);
+    w->done = true;
+    k->retry_after = ra > 0 ? (long)(ra < 3600 ? ra : 3600) : 0;
+    w->ops.closed(w->ctx, status, err);
+    k->retry_after = 0;
+}
+
 
 /* Receives stream bytes. It only buffers: callbacks run from kube_run, outside
  * curl, so that they may open and close watches. */
@@ -848,4 +857,9 @@ void kube_free(struct kube *k)
     free(k->file_token);
     free(k);
     curl_global_cleanup();
+}
+
+long kube_retry_after(const struct kube *k)
+{
+    return k->retry_after;
 }

@@ -109,6 +109,11 @@ struct kube_watch *kube_watch_open(struct kube *k, const char *path_and_query,
  * w's own closed callback is a harmless no-op. w may be NULL. */
 void kube_watch_close(struct kube_watch *w);
 
+/* During a closed callback for an HTTP error: the seconds its Retry-After header
+ * asked the client to wait (the API server sends it with 429 and some 503s), at
+ * most 3600; 0 when there was none, and outside closed callbacks. */
+long kube_retry_after(const struct kube *k);
+
 /* Waits up to timeout_ms (0: do not wait) for watch data or kube_wakeup(), then
  * moves every transfer forward and calls the callbacks. Returns the number of
  * watches still open, or -1 when curl's multi interface failed or when called from

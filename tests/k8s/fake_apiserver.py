@@ -60,7 +60,9 @@ PATCH_TYPES = ["application/json-patch+json", "application/merge-patch+json",
 NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"   # apiserver names.SimpleNameGenerator
 PUBLIC_PATHS = ("/healthz", "/livez", "/readyz", "/version")
 
-Request = collections.namedtuple("Request", "method path query content_type")
+# at: time.monotonic() when the request arrived.
+Request = collections.namedtuple("Request", "method path query content_type at",
+                                 defaults=(None,))
 
 
 def _now_rfc3339(ts):
@@ -1955,7 +1957,7 @@ class _Api:
 
     def record(self, method, path, query, ctype):
         with self.log_cond:
-            self.log.append(Request(method, path, query, ctype))
+            self.log.append(Request(method, path, query, ctype, time.monotonic()))
             self.log_cond.notify_all()
 
     # ---- small helpers -------------------------------------------------------------
