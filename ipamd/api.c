@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "grpc/health/v1/health.pb-c.h"
+#include "grpc/reflection/v1/reflection.pb-c.h"
 
 #define LIST_DEFAULT_PAGE 1000
 #define LIST_MAX_PAGE 10000
@@ -257,5 +258,10 @@ const struct api_method api_methods[] = {
      &grpc__health__v1__health_check_request__descriptor},
     {"/grpc.health.v1.Health/Watch", API_HEALTH_WATCH, NULL,
      &grpc__health__v1__health_check_request__descriptor},
+    /* v1alpha's messages are v1's under another package name. */
+    {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", API_REFLECTION, NULL,
+     &grpc__reflection__v1__server_reflection_request__descriptor},
+    {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", API_REFLECTION, NULL,
+     &grpc__reflection__v1__server_reflection_request__descriptor},
 };
 const size_t api_nmethods = sizeof(api_methods) / sizeof(api_methods[0]);

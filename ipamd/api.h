@@ -5,8 +5,9 @@
  * with *reply set, or an error with the status filled in; a failing handler
  * has changed nothing. Kinds tell the transport how to schedule a call:
  * writes run at once and are answered after their batch commits; reads run
- * after the commit so they only see durable state; streams are served by the
- * transport itself. */
+ * after the commit so they only see durable state; streams (Watch,
+ * Health/Watch, and server reflection's bidirectional stream, whose requests
+ * `input' decodes) are served by the transport itself. */
 #ifndef IPAMD_API_H
 #define IPAMD_API_H
 
@@ -16,7 +17,7 @@
 #include "codec.h"
 #include "state.h"
 
-enum api_kind { API_READ, API_WRITE, API_WATCH, API_HEALTH_WATCH };
+enum api_kind { API_READ, API_WRITE, API_WATCH, API_HEALTH_WATCH, API_REFLECTION };
 
 struct api_ctx {
     struct state *state;

@@ -49,7 +49,7 @@ static const struct ipam_opt options[] = {
     {"tls-client-ca", "FILE",
      "PEM CA certificates: TCP clients must present a certificate "
      "they signed (mutual TLS)"},
-    {"max-watchers", "N", "Watch and Health/Watch streams open at once (default 1024)"},
+    {"max-watchers", "N", "Watch, Health/Watch and reflection streams open at once (default 1024)"},
     {"watch-history", "N",
      "events held in memory for Watch to replay and for slow watchers (default 65536)"},
     {"version", NULL, "print the version and exit"},

@@ -24,6 +24,7 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "ipam/log.h"
 #include "metrics.h"
+#include "reflection.h"
 
 #define SLOTS_PER_METHOD 64
 #define MAX_DRAIN 1024
@@ -112,6 +113,8 @@ struct server {
     struct rpc *reads, **reads_tail;
     struct watcher *watchers;
     size_t nwatchers, max_watchers;
+    struct reflector *reflectors;
+    size_t nreflectors;
     bool watchers_full_logged;
     atomic_int stop;
     atomic_int scrape_waiting; /* a scrape wants mu: the core lets it in */
@@ -466,11 +469,11 @@ static void watcher_pump(struct watcher *w)
 static void watcher_start(struct server *srv, struct rpc *r)
 {
     uint64_t from = 0;
-    if (srv->nwatchers >= srv->max_watchers) {
+    if (srv->nwatchers + srv->nreflectors >= srv->max_watchers) {
         snprintf(r->msg, sizeof(r->msg),
-                 "too many open streams: %zu Watch and Health/Watch streams are open, the "
-                 "--max-watchers limit; try again later",
-                 srv->nwatchers);
+                 "too many open streams: %zu Watch, Health/Watch and reflection streams are "
+                 "open, the --max-watchers limit; try again later",
+                 srv->nwatchers + srv->nreflectors);
         /* Once per burst: a client hammering the limit must not flood the log. */
         if (!srv->watchers_full_logged)
             log_warn("refusing %s streams: %s", r->m->path, r->msg);
@@ -545,15 +548,198 @@ static void watcher_start(struct server *srv, struct rpc *r)
     watcher_maybe_free(w);
 }
 
+/* ---- server reflection ------------------------------------------------ */
+
+/* One ServerReflectionInfo stream: a request is read, answered, then the
+ * next is read, until the client half-closes (then OK) or goes away. Only
+ * one operation of each kind is ever pending. The streams count against
+ * --max-watchers with Watch streams. */
+struct reflector {
+    struct tag recv_tag, send_tag, close_tag, status_tag;
+    struct reflector *next, *prev;
+    struct server *srv;
+    grpc_call *call;
+    grpc_byte_buffer *in, *out;
+    grpc_slice details;
+    int cancelled;
+    int refs;
+    bool finishing;
+};
+
+static void refl_maybe_free(struct reflector *f)
+{
+    if (f->refs)
+        return;
+    if (f->prev)
+        f->prev->next = f->next;
+    else
+        f->srv->reflectors = f->next;
+    if (f->next)
+        f->next->prev = f->prev;
+    f->srv->nreflectors--;
+    if (f->in)
+        grpc_byte_buffer_destroy(f->in);
+    if (f->out)
+        grpc_byte_buffer_destroy(f->out);
+    grpc_slice_unref(f->details);
+    grpc_call_unref(f->call);
+    free(f);
+}
+
+/* Starts a batch counted in refs; false (nothing pending) when it cannot. */
+static bool refl_batch(struct reflector *f, grpc_op *ops, size_t n, struct tag *t)
+{
+    f->refs++;
+    if (grpc_call_start_batch(f->call, ops, n, t, NULL) == GRPC_CALL_OK)
+        return true;
+    f->refs--;
+    return false;
+}
+
+static void refl_finish(struct reflector *f, grpc_status_code code, const char *msg)
+{
+    if (f->finishing)
+        return;
+    f->finishing = true;
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    op.data.send_status_from_server.status = code;
+    f->details = grpc_slice_from_copied_string(msg);
+    op.data.send_status_from_server.status_details = &f->details;
+    refl_batch(f, &op, 1, &f->status_tag);
+}
+
+static void refl_recv(struct reflector *f)
+{
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &f->in;
+    if (!refl_batch(f, &op, 1, &f->recv_tag))
+        refl_finish(f, GRPC_STATUS_INTERNAL, "cannot read the next request");
+}
+
+static void refl_received(struct server *srv, struct tag *t, bool ok)
+{
+    struct reflector *f = (void *)((char *)t - offsetof(struct reflector, recv_tag));
+    f->refs--;
+    if (!ok || !f->in) {
+        /* Half-closed by the client (every request answered), or gone. */
+        refl_finish(f, GRPC_STATUS_OK, "");
+    } else {
+        char why[300];
+        ProtobufCMessage *req = decode(&grpc__reflection__v1__server_reflection_request__descriptor,
+                                       f->in, why, sizeof(why));
+        grpc_byte_buffer_destroy(f->in);
+        f->in = NULL;
+        if (!req) {
+            char msg[400];
+            snprintf(msg, sizeof(msg),
+                     "cannot decode the request as grpc.reflection.v1.ServerReflectionRequest%s%s",
+                     why[0] ? ": " : "", why);
+            refl_finish(f, GRPC_STATUS_INVALID_ARGUMENT, msg);
+        } else {
+            size_t len;
+            uint8_t *data = refl_answer((const void *)req, &len);
+            protobuf_c_message_free_unpacked(req, NULL);
+            f->out = buffer_from(data, len);
+            free(data);
+            grpc_op op;
+            memset(&op, 0, sizeof(op));
+            op.op = GRPC_OP_SEND_MESSAGE;
+            op.data.send_message.send_message = f->out;
+            if (!refl_batch(f, &op, 1, &f->send_tag))
+                refl_finish(f, GRPC_STATUS_INTERNAL, "cannot send the answer");
+        }
+    }
+    (void)srv;
+    refl_maybe_free(f);
+}
+
+static void refl_sent(struct server *srv, struct tag *t, bool ok)
+{
+    (void)srv;
+    struct reflector *f = (void *)((char *)t - offsetof(struct reflector, send_tag));
+    f->refs--;
+    grpc_byte_buffer_destroy(f->out);
+    f->out = NULL;
+    if (ok && !f->finishing)
+        refl_recv(f);
+    refl_maybe_free(f);
+}
+
+static void refl_closed(struct server *srv, struct tag *t, bool ok)
+{
+    (void)srv;
+    (void)ok;
+    struct reflector *f = (void *)((char *)t - offsetof(struct reflector, close_tag));
+    f->refs--;
+    refl_maybe_free(f);
+}
+
+static void refl_status_done(struct server *srv, struct tag *t, bool ok)
+{
+    (void)srv;
+    (void)ok;
+    struct reflector *f = (void *)((char *)t - offsetof(struct reflector, status_tag));
+    f->refs--;
+    refl_maybe_free(f);
+}
+
+static void refl_start(struct server *srv, grpc_call *call, const struct api_method *m)
+{
+    if (srv->nwatchers + srv->nreflectors >= srv->max_watchers || srv->stopping) {
+        struct rpc *r = rpc_new(call, m);
+        r->code = srv->stopping ? GRPC_STATUS_UNAVAILABLE : GRPC_STATUS_RESOURCE_EXHAUSTED;
+        snprintf(r->msg, sizeof(r->msg), "%s",
+                 srv->stopping ? "ipamd is shutting down"
+                               : "too many open streams (the --max-watchers limit); try again "
+                                 "later");
+        rpc_send(srv, r);
+        return;
+    }
+    struct reflector *f = calloc(1, sizeof(*f));
+    if (!f) {
+        log_error("out of memory");
+        abort();
+    }
+    f->recv_tag.fn = refl_received;
+    f->send_tag.fn = refl_sent;
+    f->close_tag.fn = refl_closed;
+    f->status_tag.fn = refl_status_done;
+    f->srv = srv;
+    f->call = call;
+    f->details = grpc_empty_slice();
+    f->next = srv->reflectors;
+    if (srv->reflectors)
+        srv->reflectors->prev = f;
+    srv->reflectors = f;
+    srv->nreflectors++;
+
+    grpc_op ops[2];
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[0].data.recv_close_on_server.cancelled = &f->cancelled;
+    refl_batch(f, ops, 1, &f->close_tag);
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_RECV_MESSAGE;
+    ops[1].data.recv_message.recv_message = &f->in;
+    if (!refl_batch(f, ops, 2, &f->recv_tag))
+        refl_finish(f, GRPC_STATUS_INTERNAL, "cannot start the stream");
+    refl_maybe_free(f);
+}
+
 /* ---- arrivals --------------------------------------------------------- */
 
 static void slot_arm(struct server *srv, struct slot *s)
 {
     grpc_metadata_array_init(&s->md);
     s->payload = NULL;
-    grpc_call_error e =
-        grpc_server_request_registered_call(srv->server, s->handle, &s->call, &s->deadline, &s->md,
-                                            &s->payload, srv->cq, srv->cq, &s->tag);
+    grpc_call_error e = grpc_server_request_registered_call(
+        srv->server, s->handle, &s->call, &s->deadline, &s->md,
+        s->m->kind == API_REFLECTION ? NULL : &s->payload, srv->cq, srv->cq, &s->tag);
     if (e != GRPC_CALL_OK) {
         grpc_metadata_array_destroy(&s->md);
         log_error("cannot request calls for %s: call error %d", s->m->path, (int)e);
@@ -573,6 +759,10 @@ static void on_call(struct server *srv, struct tag *t, bool ok)
     if (!srv->stopping)
         slot_arm(srv, s);
 
+    if (s->m->kind == API_REFLECTION) {
+        refl_start(srv, call, s->m);
+        return;
+    }
     struct rpc *r = rpc_new(call, s->m);
     char why[300] = "";
     if (payload) {
@@ -698,6 +888,10 @@ static void begin_stop(struct server *srv)
         next = w->next;
         watcher_finish(w, GRPC_STATUS_UNAVAILABLE, "ipamd is shutting down");
     }
+    /* A reflection stream may be waiting for its client's next request. */
+    for (struct reflector *f = srv->reflectors; f; f = f->next)
+        grpc_call_cancel_with_status(f->call, GRPC_STATUS_UNAVAILABLE, "ipamd is shutting down",
+                                     NULL);
 }
 
 static void dispatch(struct server *srv, grpc_event ev)
@@ -1113,9 +1307,10 @@ struct server *server_create(struct state *st, const struct server_opts *o, char
                              size_t errlen)
 {
     /* Every method of the service descriptors must have a handler entry. */
-    const ProtobufCServiceDescriptor *svcs[] = {&ipam__v1__ipam__descriptor,
-                                                &grpc__health__v1__health__descriptor};
-    for (size_t k = 0; k < 2; k++)
+    const ProtobufCServiceDescriptor *svcs[] = {
+        &ipam__v1__ipam__descriptor, &grpc__health__v1__health__descriptor,
+        &grpc__reflection__v1__server_reflection__descriptor};
+    for (size_t k = 0; k < sizeof(svcs) / sizeof(svcs[0]); k++)
         for (unsigned i = 0; i < svcs[k]->n_methods; i++) {
             char path[160];
             bool found = false;
@@ -1127,7 +1322,7 @@ struct server *server_create(struct state *st, const struct server_opts *o, char
                 return NULL;
             }
         }
-    if (server_check(o, err, errlen) != 0)
+    if (server_check(o, err, errlen) != 0 || refl_init(err, errlen) != 0)
         return NULL;
 
     struct server *srv = calloc(1, sizeof(*srv));
@@ -1155,8 +1350,8 @@ struct server *server_create(struct state *st, const struct server_opts *o, char
     /* Before gRPC binds anything, so a bad address leaves nothing to undo. */
     if (o->metrics_listen) {
         char bound[80];
-        srv->http = ipam_metrics_start(o->metrics_listen, render_metrics, srv, bound,
-                                       sizeof(bound), err, errlen);
+        srv->http = ipam_metrics_start(o->metrics_listen, render_metrics, srv, bound, sizeof(bound),
+                                       err, errlen);
         if (!srv->http) {
             srv_metrics_free(&srv->metrics);
             pthread_mutex_destroy(&srv->mu);
@@ -1173,8 +1368,12 @@ struct server *server_create(struct state *st, const struct server_opts *o, char
     srv->nslots = api_nmethods * SLOTS_PER_METHOD;
     srv->slots = calloc(srv->nslots, sizeof(*srv->slots));
     for (size_t i = 0; i < api_nmethods; i++) {
+        /* Streams of requests read them one by one; others get theirs at once. */
         void *h = grpc_server_register_method(srv->server, api_methods[i].path, NULL,
-                                              GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+                                              api_methods[i].kind == API_REFLECTION
+                                                  ? GRPC_SRM_PAYLOAD_NONE
+                                                  : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
+                                              0);
         for (size_t k = 0; k < SLOTS_PER_METHOD; k++) {
             struct slot *s = &srv->slots[i * SLOTS_PER_METHOD + k];
             s->tag.fn = on_call;
@@ -1224,4 +1423,5 @@ void server_destroy(struct server *srv)
     srv_metrics_free(&srv->metrics);
     pthread_mutex_destroy(&srv->mu);
     free(srv);
+    refl_free();
 }

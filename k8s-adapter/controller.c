@@ -461,8 +461,7 @@ static int patch(struct ctl *c, const struct svc *s, cJSON *p, bool status, char
         const char *rv = obj_rv(obj);
         size_t used = strlen(c->wrote_rv);
         if (rv && !strchr(rv, ' ') && used + strlen(rv) + 2 < sizeof(c->wrote_rv))
-            snprintf(c->wrote_rv + used, sizeof(c->wrote_rv) - used, "%s%s", used ? " " : "",
-                     rv);
+            snprintf(c->wrote_rv + used, sizeof(c->wrote_rv) - used, "%s%s", used ? " " : "", rv);
         cJSON_Delete(obj);
     } else if (code > 0) {
         const char *m = resp ? kube_status_message(resp) : NULL;
@@ -1142,7 +1141,7 @@ static void on_svc_closed(void *ctx, int http_status, const char *err)
         c->need_relist = true;
     else if (!atomic_load(&c->stopping) && err)
         log_msg(delay ? LOG_WARN : LOG_INFO, "Service watch ended (%d: %s): resuming in %.1f s",
-               http_status, err, (double)delay / 1000);
+                http_status, err, (double)delay / 1000);
     c->svc_watch = NULL; /* The library frees it. */
     c->svc_watch_dead = true;
 }
@@ -1168,7 +1167,7 @@ static void on_cm_closed(void *ctx, int http_status, const char *err)
     int64_t delay = wb_ended(&c->cm_wb, kube_retry_after(c->kube));
     if (!atomic_load(&c->stopping) && err)
         log_msg(delay ? LOG_WARN : LOG_INFO, "ConfigMap watch ended (%d: %s): resuming in %.1f s",
-               http_status, err, (double)delay / 1000);
+                http_status, err, (double)delay / 1000);
     c->cm_watch = NULL; /* The library frees it. */
     c->cm_watch_dead = true;
 }
@@ -1478,18 +1477,17 @@ int ctl_run(struct ctl *c, volatile sig_atomic_t *stop)
             char err[600];
             if (get_config(c, err, sizeof(err)) != 0) {
                 wb_opened(&c->cm_wb); /* counts as a refused attempt */
-                log_warn("%s: retrying in %.1f s", err,
-                         (double)wb_ended(&c->cm_wb, 0) / 1000);
+                log_warn("%s: retrying in %.1f s", err, (double)wb_ended(&c->cm_wb, 0) / 1000);
             }
         }
         if (cm_due || svc_due)
             start_watches(c); /* opens those due */
         int64_t wait = q_promote(&c->q);
         if (c->svc_watch_dead || c->cm_watch_dead) {
-            int64_t at = !c->cm_watch_dead                           ? c->svc_wb.retry_at
-                         : !c->svc_watch_dead                        ? c->cm_wb.retry_at
+            int64_t at = !c->cm_watch_dead                        ? c->svc_wb.retry_at
+                         : !c->svc_watch_dead                     ? c->cm_wb.retry_at
                          : c->svc_wb.retry_at < c->cm_wb.retry_at ? c->svc_wb.retry_at
-                                                                    : c->cm_wb.retry_at;
+                                                                  : c->cm_wb.retry_at;
             int64_t d = at > now_ms() ? at - now_ms() : 0;
             if (wait < 0 || d < wait)
                 wait = d;

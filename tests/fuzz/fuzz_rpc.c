@@ -5,14 +5,15 @@
  *
  *   method (1 byte) | length (2 bytes, little-endian) | request (length bytes)
  *
- * where method indexes api_methods[] (streams are skipped) and the request is
- * that method's protobuf message, checked (pb_validate), decoded and handed
- * to its handler as the server does; a length past the end is cut to the end. Three further method
- * bytes drive the store instead: 0xf0 expires leases (the first 4 request
- * bytes, little-endian, are seconds from now), 0xf1 makes the next commit
- * fail, 0xf2 restarts (closes the state and opens it again on the same
- * store). The state runs on an in-memory fake store and commits after every
- * record.
+ * where method indexes api_methods[] (Watch streams are skipped; a server
+ * reflection request gets its answer, which must be a valid response echoing
+ * it) and the request is that method's protobuf message, checked
+ * (pb_validate), decoded and handed to its handler as the server does; a
+ * length past the end is cut to the end. Three further method bytes drive the
+ * store instead: 0xf0 expires leases (the first 4 request bytes,
+ * little-endian, are seconds from now), 0xf1 makes the next commit fail, 0xf2
+ * restarts (closes the state and opens it again on the same store). The state
+ * runs on an in-memory fake store and commits after every record.
  *
  * After every step the state must keep what the README and state.h promise:
  * a failed request changes nothing; replies are valid messages; an
@@ -31,6 +32,7 @@
 #include "api.h"
 #include "codec.h"
 #include "fake_store.h"
+#include "reflection.h"
 #include "state.h"
 #include "usedidx.h"
 
@@ -510,6 +512,42 @@ static void call(struct run *r, const struct api_method *m, const uint8_t *p, si
     protobuf_c_message_free_unpacked(req, NULL);
 }
 
+/* A reflection request, decoded as the server does, and its answer. */
+static void reflect(const struct api_method *m, const uint8_t *p, size_t len)
+{
+    char why[256], err[256];
+    FUZZ_ASSERT(refl_init(err, sizeof err) == 0, "reflection: %s", err);
+    if (pb_validate(m->input, p, len, why, sizeof why) != 0)
+        return;
+    Grpc__Reflection__V1__ServerReflectionRequest *req =
+        (void *)protobuf_c_message_unpack(m->input, NULL, len, p);
+    if (!req)
+        return;
+    size_t n;
+    uint8_t *out = refl_answer(req, &n);
+    Grpc__Reflection__V1__ServerReflectionResponse *resp =
+        grpc__reflection__v1__server_reflection_response__unpack(NULL, n, out);
+    FUZZ_ASSERT(resp != NULL, "reflection: the answer does not decode");
+    FUZZ_ASSERT(resp->message_response_case !=
+                    GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE__NOT_SET,
+                "reflection: an answer with nothing in it");
+    FUZZ_ASSERT(resp->original_request &&
+                    resp->original_request->message_request_case == req->message_request_case,
+                "reflection: the request is not echoed");
+    if (resp->message_response_case ==
+        GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ERROR_RESPONSE)
+        FUZZ_ASSERT(resp->error_response->error_code != 0 &&
+                        resp->error_response->error_message[0],
+                    "reflection: an error without a code or a message");
+    if (resp->message_response_case ==
+        GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_FILE_DESCRIPTOR_RESPONSE)
+        FUZZ_ASSERT(resp->file_descriptor_response->n_file_descriptor_proto > 0,
+                    "reflection: a file answer with no file");
+    grpc__reflection__v1__server_reflection_response__free_unpacked(resp, NULL);
+    free(out);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct run r = {0};
@@ -531,6 +569,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             len = size;
         if (op < api_nmethods && api_methods[op].handler) {
             call(&r, &api_methods[op], data, len);
+        } else if (op < api_nmethods && api_methods[op].kind == API_REFLECTION) {
+            reflect(&api_methods[op], data, len);
         } else if (op == OP_EXPIRE) {
             uint32_t secs = 0;
             for (size_t i = 0; i < 4 && i < len; i++)

@@ -16,7 +16,7 @@ mkdir -p "$out"
 
 # api_methods[] order.
 APPLY=0 GET_POOL=1 LIST_POOLS=2 DELETE_POOL=3 ALLOCATE=4 RELEASE=5 RENEW=6 GET_LEASE=7
-LIST_LEASES=8 HEALTH=10
+LIST_LEASES=8 HEALTH=10 REFLECT=12 REFLECT_ALPHA=13
 declare -A TYPE=([0]=ApplyPoolRequest [1]=GetPoolRequest [2]=ListPoolsRequest
                  [3]=DeletePoolRequest [4]=AllocateRequest [5]=ReleaseRequest [6]=RenewRequest
                  [7]=GetLeaseRequest [8]=ListLeasesRequest)
@@ -32,6 +32,9 @@ rec() {
     if [ "$1" = "$HEALTH" ]; then
         printf '%s' "$2" | protoc --encode=grpc.health.v1.HealthCheckRequest -I"$proto" \
             grpc/health/v1/health.proto >"$tmp"
+    elif [ "$1" = "$REFLECT" ] || [ "$1" = "$REFLECT_ALPHA" ]; then
+        printf '%s' "$2" | protoc --encode=grpc.reflection.v1.ServerReflectionRequest \
+            -I"$proto" grpc/reflection/v1/reflection.proto >"$tmp"
     else
         printf '%s' "$2" | protoc --encode="ipam.v1.${TYPE[$1]}" -I"$proto" ipam/v1/ipam.proto >"$tmp"
     fi
@@ -177,5 +180,15 @@ rec $ALLOCATE 'owner: "l6" family: FAMILY_REQUIRE_DUAL_STACK addresses: "203.0.1
 rec $ALLOCATE 'pool: "lan" owner: "l7" family: FAMILY_IPV6'
 rec $ALLOCATE 'pool: "lan" owner: "l8" family: FAMILY_PREFER_DUAL_STACK labels { key: "k" value: "v" }'
 rec $RENEW 'owner: "l8" ttl_seconds: 400000000'
+
+begin reflection
+rec $REFLECT 'list_services: "*"'
+rec $REFLECT 'host: "h" file_containing_symbol: "ipam.v1.Ipam.Allocate"'
+rec $REFLECT_ALPHA 'file_by_filename: "grpc/health/v1/health.proto"'
+rec $REFLECT 'file_containing_symbol: ".grpc.health.v1.HealthCheckResponse.ServingStatus"'
+rec $REFLECT 'file_containing_extension { containing_type: "ipam.v1.Pool" extension_number: 9 }'
+rec $REFLECT 'all_extension_numbers_of_type: "ipam.v1.Pool"'
+rec $REFLECT 'file_by_filename: "no/such.proto"'
+rec $REFLECT 'host: "only"'
 
 ls "$out" | wc -l
