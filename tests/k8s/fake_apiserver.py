@@ -1448,6 +1448,12 @@ def _service_defaults(obj):
         spec["internalTrafficPolicy"] = "Cluster"
     if t == "LoadBalancer" and spec.get("allocateLoadBalancerNodePorts") is None:
         spec["allocateLoadBalancerNodePorts"] = True
+    # LoadBalancerIPMode (beta and on by default from 1.30, GA in 1.32): an ingress
+    # entry with an ip gets ipMode VIP.
+    if t == "LoadBalancer":
+        for ing in ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []:
+            if isinstance(ing, dict) and ing.get("ip") and ing.get("ipMode") is None:
+                ing["ipMode"] = "VIP"
 
 
 def _drop_type_dependent_fields(new, old):
@@ -2502,6 +2508,8 @@ class _Api:
         if kd.resource == "services":
             if sub == "status":
                 obj["spec"] = copy.deepcopy(old["spec"])
+                # Defaulting runs on every decoded body, status writes included.
+                _service_defaults(obj)
             else:
                 _service_defaults(obj)
                 self._svc_allocate(obj, old, key, errs)

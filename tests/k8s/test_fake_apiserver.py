@@ -742,8 +742,14 @@ def test_status_subresource(srv):
     r = call(srv, "PATCH", SVC + "/a/status", {"status": {"loadBalancer": {"ingress": [
         {"ip": "10.0.0.1"}]}}, "spec": {"type": "ClusterIP"}}, MERGE)
     assert r.status == 200, r
-    assert r.json["status"]["loadBalancer"]["ingress"] == [{"ip": "10.0.0.1"}]
+    # LoadBalancerIPMode defaulting (on by default from 1.30)
+    assert r.json["status"]["loadBalancer"]["ingress"] == [{"ip": "10.0.0.1", "ipMode": "VIP"}]
     assert r.json["spec"]["type"] == "LoadBalancer"
+    r2 = call(srv, "PATCH", SVC + "/a/status", {"status": {"loadBalancer": {"ingress": [
+        {"ip": "10.0.0.1", "ipMode": "Proxy"}]}}}, MERGE)
+    assert r2.json["status"]["loadBalancer"]["ingress"] == [{"ip": "10.0.0.1", "ipMode": "Proxy"}]
+    r = call(srv, "PATCH", SVC + "/a/status", {"status": {"loadBalancer": {"ingress": [
+        {"ip": "10.0.0.1"}]}}}, MERGE)
     assert call(srv, "GET", SVC + "/a/status").json["status"] == r.json["status"]
     # PUT on /status
     o = r.json
@@ -1242,7 +1248,7 @@ def test_python_side_api(srv):
     o = srv.update("services", o)
     assert o["metadata"]["annotations"] == {"y": "2"}
     o = srv.update_status(NS, "a", {"loadBalancer": {"ingress": [{"ip": "10.1.1.1"}]}})
-    assert o["status"]["loadBalancer"]["ingress"] == [{"ip": "10.1.1.1"}]
+    assert o["status"]["loadBalancer"]["ingress"] == [{"ip": "10.1.1.1", "ipMode": "VIP"}]
     assert [x["metadata"]["name"] for x in srv.list("services", label_selector="x=1")] == ["a"]
     with pytest.raises(ApiError) as ei:
         srv.create("services", svc("a"))
