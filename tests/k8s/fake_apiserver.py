@@ -1068,6 +1068,13 @@ class FieldSelector:
     def empty(self):
         return not self.reqs
 
+    def exact_name(self):
+        """RequiresExactMatch("metadata.name"): the name every match must have, or None."""
+        for f, op, v in self.reqs:
+            if f == "metadata.name" and op == "=":
+                return v
+        return None
+
     def matches(self, fields):
         for f, op, v in self.reqs:
             cur = fields.get(f, "")
@@ -2943,7 +2950,18 @@ class _ApiHttp:
         if verb is None or verb == "deletecollection" or (verb == "create" and ns is None) or \
                 (sub is not None and verb == "delete"):
             raise err_method_not_allowed()
-        self.authorize(user, verb, res, sub, ns, name)
+        auth_name = name
+        if verb in ("list", "watch") and name is None and q.get("fieldSelector"):
+            # RequestInfo: a list or watch selecting one name by a field selector is
+            # authorized as that name (so RBAC resourceNames can allow it).
+            try:
+                sel_name = FieldSelector(q["fieldSelector"], KINDS[res].field_labels) \
+                    .exact_name() if res in KINDS else None
+            except SelectorError:
+                sel_name = None  # refused as a bad request later
+            if sel_name and sel_name not in (".", "..") and not any(c in sel_name for c in "/%"):
+                auth_name = sel_name
+        self.authorize(user, verb, res, sub, ns, auth_name)
         kd = KINDS[res]
         ctx = {"manager": self.manager(h.headers, q)}
         if verb == "watch":

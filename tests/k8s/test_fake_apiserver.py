@@ -1102,6 +1102,15 @@ def test_rbac_style_denials(srv):
                                   'cluster scope')
     srv.allow_all()
     assert call(srv, "PATCH", SVC + "/a/status", {"status": {}}, MERGE).status == 200
+    # A list or watch of one name by field selector is authorized as that name
+    # (RequestInfo), so a rule for one name can refuse or allow it.
+    srv.forbid(verb="list", resource="configmaps", name="kubevip")
+    st = assert_status(call(srv, "GET", CM + "?fieldSelector=metadata.name%3Dkubevip"), 403,
+                       "Forbidden")
+    assert st["message"].startswith('configmaps "kubevip" is forbidden: ')
+    assert st["details"]["name"] == "kubevip"
+    assert call(srv, "GET", CM + "?fieldSelector=metadata.name%3Dother").status == 200
+    assert call(srv, "GET", CM).status == 200
 
 
 # ---------------------------------------------------------------------------------------
