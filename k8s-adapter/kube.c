@@ -339,6 +339,10 @@ static int setup_easy(struct kube *k, CURL *e, const char *url, struct curl_slis
     ok = ok &&
          curl_easy_setopt(e, CURLOPT_USERAGENT, "k8s-adapter/" K8S_ADAPTER_VERSION) == CURLE_OK;
     ok = ok && curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "") == CURLE_OK;
+    /* HTTP/1.1 only, also over TLS (where libcurl would offer h2): each watch
+     * has a connection of its own, so a stalled connection stalls one stream
+     * and TCP keepalive finds it, and what runs is what the tests run. */
+    ok = ok && curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1) == CURLE_OK;
     ok = ok && curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) == CURLE_OK;
     ok = ok && curl_easy_setopt(e, CURLOPT_TCP_KEEPIDLE, KEEPIDLE_S) == CURLE_OK;
     ok = ok && curl_easy_setopt(e, CURLOPT_TCP_KEEPINTVL, KEEPINTVL_S) == CURLE_OK;

@@ -118,7 +118,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 "accept": self.headers.get("Accept"),
                 "user_agent": self.headers.get("User-Agent"),
                 "content_type": self.headers.get("Content-Type"),
-                "body": body.decode(), "client_cn": cn}).encode())
+                "body": body.decode(), "client_cn": cn,
+                "alpn": self.connection.selected_alpn_protocol()
+                if isinstance(self.connection, ssl.SSLSocket) else None}).encode())
         elif p.startswith("/status/"):
             code = int(p[len("/status/"):])
             self.reply(code, status_body(code, "status %d for testing" % code))
@@ -254,6 +256,8 @@ def main():
                             os.path.join(tls_dir, "server.key"))
         ctx.load_verify_locations(os.path.join(tls_dir, "ca.crt"))
         ctx.verify_mode = ssl.CERT_OPTIONAL
+        # Like kube-apiserver, offer h2 too: the client must ask for HTTP/1.1 only.
+        ctx.set_alpn_protocols(["h2", "http/1.1"])
         tls = Server(("127.0.0.1", 0), Handler)
         tls.socket = ctx.wrap_socket(tls.socket, server_side=True)
         servers.append(tls)

@@ -721,6 +721,7 @@ static void test_tls(void)
         if (CHECK_MSG(st == 200, "blobs: %d %s", st, err)) {
             CHECK_EQ_STR(json_str(body, "client_cn"), "adapter-client");
             CHECK_EQ_STR(json_str(body, "authorization"), "Bearer tls-token");
+            CHECK_EQ_STR(json_str(body, "alpn"), "http/1.1");
         }
         free(body);
         rec_open(&r, k, "/watch/many?n=50");
