@@ -773,9 +773,26 @@ def test_dropped_watches_are_resumed_and_changes_made_meanwhile_are_seen(cluster
     assert lists == 1, f"a dropped watch resumes without a relist ({lists} LISTs)"
 
 
-def _watch_requests(c, path):
-    return [r for r in c.srv.request_log()
-            if r.method == "GET" and r.path == path and "watch=1" in r.query]
+def _is_watch_of(r, path):
+    return r.method == "GET" and r.path == path and "watch=1" in r.query
+
+
+def _watch_times(c, path, at_least):
+    """Waits until the adapter has made at_least watch requests for path (since the
+    request log was cleared); returns when each arrived."""
+    assert c.srv.wait_for_requests(
+        lambda log: sum(_is_watch_of(r, path) for r in log) >= at_least, timeout=30), \
+        f"fewer than {at_least} watches of {path}"
+    return [r.at for r in c.srv.request_log() if _is_watch_of(r, path)]
+
+
+def _synced_adapter(c):
+    c.set_config(GLOBAL)
+    a = c.adapter()
+    a.wait_synced()
+    assert c.srv.wait_for_watchers(2, timeout=30)
+    c.srv.clear_request_log()
+    return a
 
 
 @pytest.mark.parametrize("resource", ["services", "configmaps"])
@@ -784,30 +801,21 @@ def test_a_refused_watch_is_retried_with_growing_backoff_not_in_a_loop(cluster, 
     fairness, a restarting watch cache) or 5xx: the adapter backs off, doubling, instead
     of reopening the stream as fast as it can, and resumes when it is allowed again."""
     c = cluster
-    c.set_config(GLOBAL)
-    a = c.adapter()
-    a.wait_synced()
-    assert c.srv.wait_for_watchers(2, timeout=30)
+    a = _synced_adapter(c)
     path = "/api/v1/services" if resource == "services" else \
         f"/api/v1/namespaces/{CM_NS}/configmaps"
-    c.srv.clear_request_log()
     c.srv.forbid(verb="watch", resource=resource)
     assert c.srv.drop_watches(path) == 1
-    assert c.srv.wait_for_requests(lambda log: len([
-        r for r in log if r.path == path and "watch=1" in r.query]) >= 3, timeout=30)
-    at = [r.at for r in _watch_requests(c, path)]
+    at = _watch_times(c, path, 3)
     gaps = [b - a for a, b in zip(at, at[1:])]
     # 0.5 s, then doubling (at least; the first reopen may already count as a failure).
     assert gaps[0] >= 0.45 and gaps[1] >= 0.95, gaps
     kind = "Service" if resource == "services" else "ConfigMap"
     assert f"{kind} watch ended (403" in a.log() and "resuming in" in a.log()
-    # Allowed again: the next attempt opens it, and changes flow.
-    n = len(_watch_requests(c, path))
+    # Allowed again: the next attempt opens it (a watch resumes from its
+    # resourceVersion, so what changes from here on reaches the adapter).
     c.srv.allow_all()
-    # The next attempt is allowed (a watch resumes from its resourceVersion, so what
-    # changes from here on reaches the adapter).
-    assert c.srv.wait_for_requests(lambda log: len([
-        r for r in log if r.path == path and "watch=1" in r.query]) > n, timeout=30)
+    _watch_times(c, path, len(at) + 1)
     c.set_config({"cidr-global": "198.51.100.0/24"}, seen_by=a)
     c.create("after")
     assert c.wait_assigned("default", "after", timeout=30) == ["198.51.100.1"]
@@ -815,17 +823,11 @@ def test_a_refused_watch_is_retried_with_growing_backoff_not_in_a_loop(cluster, 
 
 def test_a_throttled_watch_waits_as_long_as_retry_after_asks(cluster):
     c = cluster
-    c.set_config(GLOBAL)
-    a = c.adapter()
-    a.wait_synced()
-    assert c.srv.wait_for_watchers(2, timeout=30)
-    c.srv.clear_request_log()
+    _synced_adapter(c)
     path = "/api/v1/services"
     c.srv.fail_next(1, code=429, method="GET", path_prefix=path, retry_after=3)
     assert c.srv.drop_watches(path) == 1
-    assert c.srv.wait_for_requests(lambda log: len([
-        r for r in log if r.path == path and "watch=1" in r.query]) >= 2, timeout=30)
-    at = [r.at for r in _watch_requests(c, path)]
+    at = _watch_times(c, path, 2)
     assert at[1] - at[0] >= 2.9, at
     c.create("after")
     assert c.wait_assigned("default", "after") == ["192.0.2.1"]

@@ -342,6 +342,21 @@ class IpamClient:
     def revision(self):
         return self.ListPools().revision
 
+    def watch_when_a_place_frees(self, timeout=10.0):
+        """Opens a Watch once the --max-watchers limit lets it in: a stream that just
+        ended frees its place when ipamd has seen it end, a moment after the client
+        has. Returns the open WatchReader."""
+        deadline = time.monotonic() + timeout
+        while True:
+            w = self.Watch(from_revision=0)
+            try:
+                assert w.header().created
+                return w
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+                assert time.monotonic() < deadline, "the ended stream's place was never freed"
+                time.sleep(0.05)
+
 
 # --------------------------------------------------------------------------
 # The daemon.
