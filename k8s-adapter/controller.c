@@ -1483,12 +1483,14 @@ int ctl_run(struct ctl *c, volatile sig_atomic_t *stop)
         if (cm_due || svc_due)
             start_watches(c); /* opens those due */
         int64_t wait = q_promote(&c->q);
-        if (c->svc_watch_dead || c->cm_watch_dead) {
-            int64_t at = !c->cm_watch_dead                        ? c->svc_wb.retry_at
-                         : !c->svc_watch_dead                     ? c->cm_wb.retry_at
-                         : c->svc_wb.retry_at < c->cm_wb.retry_at ? c->svc_wb.retry_at
-                                                                  : c->cm_wb.retry_at;
-            int64_t d = at > now_ms() ? at - now_ms() : 0;
+        /* Wake up for the first watch due again. */
+        int64_t due = INT64_MAX;
+        if (c->svc_watch_dead)
+            due = c->svc_wb.retry_at;
+        if (c->cm_watch_dead && c->cm_wb.retry_at < due)
+            due = c->cm_wb.retry_at;
+        if (due != INT64_MAX) {
+            int64_t d = due > now_ms() ? due - now_ms() : 0;
             if (wait < 0 || d < wait)
                 wait = d;
         }
