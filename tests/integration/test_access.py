@@ -57,7 +57,8 @@ def mode_of(path):
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
     if not certs_mod.openssl_available():
-        pytest.skip("the openssl command is not installed")
+        pytest.fail("the openssl command is not installed (scripts/deps installs it)",
+                    pytrace=False)
     return certs_mod.make_certs(tmp_path_factory.mktemp("certs"))
 
 
@@ -66,7 +67,8 @@ def adapter_path():
     path = Path(os.environ.get("K8S_ADAPTER",
                                ipamd_binary().parents[1] / "k8s-adapter" / "k8s-adapter"))
     if not (path.is_file() and os.access(path, os.X_OK)):
-        pytest.skip(f"k8s-adapter not found at {path}")
+        pytest.fail(f"k8s-adapter not found at {path} (set K8S_ADAPTER or build it first)",
+                    pytrace=False)
     return path
 
 
