@@ -40,6 +40,7 @@
 #define KEEPALIVE_TIME_MS 60000
 #define KEEPALIVE_TIMEOUT_MS 20000
 #define MAX_CONNECTION_IDLE_MS (15 * 60 * 1000)
+#define CLIENT_PING_MIN_MS 5000
 #define MEMORY_QUOTA_BYTES (512 * 1024 * 1024)
 #define MAX_PEM_BYTES (1024 * 1024)
 
@@ -1231,7 +1232,12 @@ static grpc_server *create_grpc_server(void)
         int_arg(GRPC_ARG_MAX_CONNECTION_IDLE_MS, MAX_CONNECTION_IDLE_MS),
         int_arg(GRPC_ARG_KEEPALIVE_TIME_MS, KEEPALIVE_TIME_MS),
         int_arg(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, KEEPALIVE_TIMEOUT_MS),
-        int_arg(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 0),
+        /* Clients' own keepalive pings, down to one every 5 s (as etcd allows),
+         * also on connections with no call open: the core's default (one in
+         * 5 min, 2 h without calls) answers a client pinging a quiet Watch
+         * every 30 s with GOAWAY "too_many_pings", ending its stream. */
+        int_arg(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, CLIENT_PING_MIN_MS),
+        int_arg(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1),
         /* Keep pinging a Watch stream that has nothing to send. */
         int_arg(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0),
         {.type = GRPC_ARG_POINTER,

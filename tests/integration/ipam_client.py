@@ -285,9 +285,10 @@ class IpamClient:
     The channel can be reopened (after a restart) without changing the object.
     """
 
-    def __init__(self, target, pb):
+    def __init__(self, target, pb, options=()):
         self.target = target
         self.pb = pb
+        self.options = CHANNEL_OPTIONS + list(options)
         self.channel = None
         self.connect()
         ipam = _Service(self, pb.ipam, "Ipam", readers={"Watch": WatchReader})
@@ -296,7 +297,7 @@ class IpamClient:
 
     def connect(self):
         self.close()
-        self.channel = grpc.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+        self.channel = grpc.insecure_channel(self.target, options=self.options)
 
     def close(self):
         if self.channel is not None:

@@ -613,6 +613,29 @@ def test_a_watch_consumer_that_stops_reading_is_dropped_and_memory_stays_bounded
         f"RSS grew {grown_kib} KiB while {went_by_kib} KiB of events went by"
 
 
+def test_a_client_pinging_every_6_s_keeps_its_quiet_watch_open(ipamd, pb):
+    """Clients often send HTTP/2 keepalive pings (every 30 s is common); ipamd accepts
+    one every 5 s or more, with or without a call open. gRPC's own defaults (one in
+    5 minutes) answered the third ping on a Watch with nothing to send with GOAWAY
+    "too_many_pings", ending the stream after 18 s here."""
+    ka = [("grpc.keepalive_time_ms", 6000), ("grpc.keepalive_timeout_ms", 5000),
+          ("grpc.keepalive_permit_without_calls", 1),
+          ("grpc.http2.max_pings_without_data", 0),
+          ("grpc.http2.min_time_between_pings_ms", 6000),
+          ("grpc.http2.min_ping_interval_without_data_ms", 6000)]
+    c = IpamClient(ipamd.target, pb, options=ka)
+    try:
+        w = c.Watch(from_revision=0, timeout=120)
+        assert w.header().created
+        # What is tested is time itself: the stream must outlive three pings.
+        time.sleep(21)
+        ipamd.client.apply_pool("lan", ["192.0.2.0/29"])
+        assert w.next_event().pool.name == "lan"
+        assert "too_many_pings" not in ipamd.stderr_text()
+    finally:
+        c.close()
+
+
 def test_hundreds_of_connections_do_not_starve_other_clients(ipamd, pb):
     """A client that opens many connections (each its own channel with its own
     subchannel pool, so no connection is shared) and keeps them open with a call
