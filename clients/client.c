@@ -16,6 +16,9 @@
 
 #define IPAM_SERVICE "ipam.v1.Ipam"
 #define HEALTH_SERVICE "grpc.health.v1.Health"
+/* ipamd accepts a ping every 5 s; a frozen peer is given up after 30 s. */
+#define KEEPALIVE_TIME_MS 20000
+#define KEEPALIVE_TIMEOUT_MS 10000
 
 /* One entry per method: its name, path and message types all come from the
  * same tokens, so a typo in a descriptor name fails to compile. */
@@ -290,27 +293,40 @@ static ipam_client *client_new(const char *target, const struct tls_pem *t)
     grpc_channel_credentials *creds;
     /* Reconnect quickly: ipamd restarting (or starting after its clients, as
      * in a Pod) should not leave clients waiting out gRPC's default backoff,
-     * which grows to two minutes. */
-    grpc_arg arg[4];
+     * which grows to two minutes. And ping while calls are open, also on a
+     * quiet Watch: a peer that vanished without closing the connection (its
+     * host gone, the process frozen) is noticed within KEEPALIVE_TIME_MS +
+     * KEEPALIVE_TIMEOUT_MS instead of when TCP gives up. */
+    static const struct {
+        const char *key;
+        int value;
+    } ints[] = {
+        {GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100},
+        {GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100},
+        {GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000},
+        {GRPC_ARG_KEEPALIVE_TIME_MS, KEEPALIVE_TIME_MS},
+        {GRPC_ARG_KEEPALIVE_TIMEOUT_MS, KEEPALIVE_TIMEOUT_MS},
+        {GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0},
+        {GRPC_ARG_HTTP2_MIN_SENT_PING_INTERVAL_WITHOUT_DATA_MS, KEEPALIVE_TIME_MS},
+    };
+    enum { NINTS = sizeof(ints) / sizeof(ints[0]) };
+    grpc_arg arg[NINTS + 1];
     memset(arg, 0, sizeof(arg));
-    const char *backoff[3] = {GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
-                              GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, GRPC_ARG_MAX_RECONNECT_BACKOFF_MS};
-    const int backoff_ms[3] = {100, 100, 2000};
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < NINTS; i++) {
         arg[i].type = GRPC_ARG_INTEGER;
-        arg[i].key = (char *)backoff[i];
-        arg[i].value.integer = backoff_ms[i];
+        arg[i].key = (char *)ints[i].key;
+        arg[i].value.integer = ints[i].value;
     }
-    grpc_channel_args args = {3, arg};
+    grpc_channel_args args = {NINTS, arg};
     if (t != NULL) {
         /* The credentials copy the PEM text. */
         grpc_ssl_pem_key_cert_pair pair = {t->key, t->cert};
         creds = grpc_ssl_credentials_create_ex(t->ca, t->cert != NULL ? &pair : NULL, NULL, NULL);
         if (t->server_name != NULL) {
-            arg[3].type = GRPC_ARG_STRING;
-            arg[3].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
-            arg[3].value.string = t->server_name;
-            args.num_args = 4;
+            arg[NINTS].type = GRPC_ARG_STRING;
+            arg[NINTS].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+            arg[NINTS].value.string = t->server_name;
+            args.num_args = NINTS + 1;
         }
     } else {
         creds = grpc_insecure_credentials_create();

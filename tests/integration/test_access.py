@@ -636,6 +636,36 @@ def test_a_client_pinging_every_6_s_keeps_its_quiet_watch_open(ipamd, pb):
         c.close()
 
 
+def test_a_frozen_ipamd_ends_an_ipamctl_watch_instead_of_hanging_it(ipamd_factory,
+                                                                     ipamctl_path):
+    """libipamclient pings while calls are open, also on a quiet Watch: a peer that
+    stops answering without closing the connection (a vanished host; here a process
+    stopped with SIGSTOP, whose kernel keeps the TCP connection up) ends the stream
+    with UNAVAILABLE after the keepalive time and timeout (30 s), instead of never."""
+    d = ipamd_factory(extra_args=("--listen", "127.0.0.1:0"))
+    server = f"127.0.0.1:{tcp_port(d)}"
+    env = {k: v for k, v in os.environ.items() if k != "IPAMD_ADDR"}
+    w = subprocess.Popen([str(ipamctl_path), "--server", server, "watch"], env=env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert "ipamctl: watching" in w.stderr.readline()
+        os.kill(d.proc.pid, signal.SIGSTOP)
+        try:
+            code = w.wait(timeout=90)
+        finally:
+            os.kill(d.proc.pid, signal.SIGCONT)
+        assert code == 14, w.stderr.read()  # UNAVAILABLE
+    finally:
+        if w.poll() is None:
+            w.kill()
+            w.wait()
+        w.stdout.close()
+        w.stderr.close()
+    # Thawed, ipamd carries on.
+    assert d.client.health.Check(service="").status == 1
+
+
 def test_hundreds_of_connections_do_not_starve_other_clients(ipamd, pb):
     """A client that opens many connections (each its own channel with its own
     subchannel pool, so no connection is shared) and keeps them open with a call
