@@ -131,6 +131,7 @@ void srv_metrics_render(const struct srv_metrics *m, const struct state *st,
     ipam_metric_head(b, "ipamd_watch_streams", "gauge", "Streams open, by kind.");
     ipam_mbuf_printf(b, "ipamd_watch_streams{kind=\"watch\"} %zu\n", g->watch_streams);
     ipam_mbuf_printf(b, "ipamd_watch_streams{kind=\"health\"} %zu\n", g->health_streams);
+    ipam_mbuf_printf(b, "ipamd_watch_streams{kind=\"reflection\"} %zu\n", g->reflection_streams);
 
     ipam_metric_head(b, "ipamd_leases_expired_total", "counter",
                      "Leases reclaimed because their TTL ran out.");

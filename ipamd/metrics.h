@@ -23,7 +23,7 @@ struct srv_metrics {
 };
 
 struct srv_gauges {
-    size_t watch_streams, health_streams;
+    size_t watch_streams, health_streams, reflection_streams;
     bool serving;
 };
 

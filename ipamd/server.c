@@ -957,6 +957,7 @@ static void render_metrics(void *ctx, struct ipam_mbuf *b)
         else
             g.watch_streams++;
     }
+    g.reflection_streams = srv->nreflectors;
     srv_metrics_render(&srv->metrics, srv->state, &g, b);
     pthread_mutex_unlock(&srv->mu);
     /* /proc reads need no lock: the core thread never waits on them. */

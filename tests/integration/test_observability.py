@@ -5,6 +5,7 @@ python3-prometheus-client (its text-format parser, not ours), then compared
 with what the API itself reports.
 """
 import json
+import queue
 import re
 import socket
 import subprocess
@@ -208,6 +209,19 @@ def test_watch_streams_are_a_gauge(metered):
     h.close()
     await_true(lambda: scr.value("ipamd_watch_streams", kind="watch") == 0 and
                scr.value("ipamd_watch_streams", kind="health") == 0, "no streams left")
+    # A server reflection stream (raw bytes: list_services, field 7, empty).
+    requests = queue.Queue()
+    refl = c.channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=None, response_deserializer=None)(iter(requests.get, None),
+                                                             timeout=30)
+    requests.put(b"\x3a\x00")
+    assert next(refl)  # answered: the stream is open
+    assert scr.value("ipamd_watch_streams", kind="reflection") == 1
+    requests.put(None)
+    assert list(refl) == []
+    await_true(lambda: scr.value("ipamd_watch_streams", kind="reflection") == 0,
+               "the reflection stream gone")
 
 
 def test_expired_leases_are_counted(metered):
