@@ -184,21 +184,29 @@ static void q_free(struct queue *q)
 struct wback {
     int64_t opened, retry_at, backoff;
     bool delivered;
+    bool ended; /* by an ERROR event: its end is already counted */
 };
 
 #define WATCH_MAX_BACKOFF_MS 30000
 #define WATCH_HEALTHY_MS 10000
+#define MAX_RETRY_AFTER_S 60 /* a server's Retry-After is honoured up to this */
 
 static void wb_opened(struct wback *b)
 {
     b->opened = now_ms();
     b->delivered = false;
+    b->ended = false;
 }
 
-/* Returns the delay chosen, in ms. */
+/* Returns the delay chosen, in ms. A watch ends once: by an ERROR event
+ * (the stream's own end then counts for nothing) or by its end. */
 static int64_t wb_ended(struct wback *b, long retry_after_s)
 {
     int64_t now = now_ms(), delay = 0;
+    if (b->ended)
+        return b->retry_at > now ? b->retry_at - now : 0;
+    if (retry_after_s > MAX_RETRY_AFTER_S)
+        retry_after_s = MAX_RETRY_AFTER_S;
     if (b->delivered || now - b->opened >= WATCH_HEALTHY_MS) {
         b->backoff = 0;
     } else {
@@ -210,6 +218,19 @@ static int64_t wb_ended(struct wback *b, long retry_after_s)
     if (retry_after_s * 1000 > delay)
         delay = retry_after_s * 1000;
     b->retry_at = now + delay;
+    return delay;
+}
+
+/* An ERROR event ends a watch: its Status may ask for a wait. */
+static int64_t wb_error_event(struct wback *b, const cJSON *status)
+{
+    const cJSON *ra = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(status, "details"), "retryAfterSeconds");
+    long secs = 0;
+    if (cJSON_IsNumber(ra) && ra->valuedouble > 0)
+        secs = ra->valuedouble < MAX_RETRY_AFTER_S ? (long)ra->valuedouble : MAX_RETRY_AFTER_S;
+    int64_t delay = wb_ended(b, secs);
+    b->ended = true;
     return delay;
 }
 
@@ -1110,7 +1131,9 @@ static void on_svc_event(void *ctx, const char *type, cJSON *object)
     const char *rv = obj_rv(object);
     if (!strcmp(type, "ERROR")) {
         const cJSON *code = cJSON_GetObjectItemCaseSensitive(object, "code");
-        log_warn("Service watch error %d: relisting", cJSON_IsNumber(code) ? code->valueint : 0);
+        int64_t delay = wb_error_event(&c->svc_wb, object);
+        log_warn("Service watch error %d: relisting in %.1f s",
+                 cJSON_IsNumber(code) ? code->valueint : 0, (double)delay / 1000);
         c->need_relist = true;
         return;
     }
@@ -1152,8 +1175,11 @@ static void on_cm_event(void *ctx, const char *type, cJSON *object)
     if (strcmp(type, "ERROR"))
         c->cm_wb.delivered = true;
     if (!strcmp(type, "BOOKMARK") || !strcmp(type, "ERROR")) {
-        if (!strcmp(type, "ERROR"))
+        if (!strcmp(type, "ERROR")) {
+            int64_t delay = wb_error_event(&c->cm_wb, object);
+            log_warn("ConfigMap watch error: reading it again in %.1f s", (double)delay / 1000);
             c->cm_watch_dead = true;
+        }
         return;
     }
     log_info("ConfigMap %s/%s %s", c->o.cm_namespace, c->o.cm_name,
@@ -1188,7 +1214,7 @@ static void start_watches(struct ctl *c)
                  "services?watch=1&allowWatchBookmarks=true&timeoutSeconds=%d&resourceVersion=%s",
                  WATCH_TIMEOUT, c->svc_rv ? c->svc_rv : "0");
         c->svc_watch = kube_watch_open(c->kube, path, &svc_ops, c);
-        c->svc_watch_dead = false;
+        c->svc_watch_dead = c->svc_watch == NULL; /* out of memory: try again */
     }
     if (!c->cm_watch && now < c->cm_wb.retry_at) {
         c->cm_watch_dead = true;
@@ -1202,7 +1228,7 @@ static void start_watches(struct ctl *c)
                  c->o.cm_namespace, WATCH_TIMEOUT, c->o.cm_name,
                  c->cm_rv ? "&resourceVersion=" : "", c->cm_rv ? c->cm_rv : "");
         c->cm_watch = kube_watch_open(c->kube, path, &cm_ops, c);
-        c->cm_watch_dead = false;
+        c->cm_watch_dead = c->cm_watch == NULL;
     }
 }
 

@@ -821,6 +821,32 @@ def test_a_refused_watch_is_retried_with_growing_backoff_not_in_a_loop(cluster, 
     assert c.wait_assigned("default", "after", timeout=30) == ["198.51.100.1"]
 
 
+@pytest.mark.parametrize("resource", ["services", "configmaps"])
+def test_watches_that_end_with_an_error_event_are_retried_with_growing_backoff(cluster,
+                                                                              resource):
+    """A watch the API server accepts and then ends with an ERROR event (its storage
+    failing under it) is also retried with backoff, and so is the relist (Services) or
+    re-read (ConfigMap) that comes with it."""
+    c = cluster
+    a = _synced_adapter(c)
+    path = "/api/v1/services" if resource == "services" else \
+        f"/api/v1/namespaces/{CM_NS}/configmaps"
+    c.srv.fail_next_watches(3, code=500, path_prefix=path, message="etcd is down")
+    assert c.srv.drop_watches(path) == 1
+    at = _watch_times(c, path, 4)
+    gaps = [b - a for a, b in zip(at, at[1:])]
+    assert gaps[0] >= 0.45 and gaps[1] >= 0.95 and gaps[2] >= 1.95, gaps
+    # One read per failed watch; the ConfigMap is also read again after the drop.
+    reads = c.srv.count_requests(method="GET", path=path, watch=False)
+    want = 3 if resource == "services" else 4
+    assert reads == want, f"{reads} LISTs of {path} for 3 failed watches"
+    kind = "Service" if resource == "services" else "ConfigMap"
+    assert f"{kind} watch error" in a.log()
+    c.set_config({"cidr-global": "198.51.100.0/24"}, seen_by=a)
+    c.create("after")
+    assert c.wait_assigned("default", "after") == ["198.51.100.1"]
+
+
 def test_a_throttled_watch_waits_as_long_as_retry_after_asks(cluster):
     c = cluster
     _synced_adapter(c)

@@ -1956,6 +1956,7 @@ class _Api:
         self.hold = threading.Event()
         self.tokens = set([opts["token"]]) if opts["token"] is not None else None
         self.faults = []                    # fail_next rules
+        self.watch_errors = []              # fail_next_watches rules
         self.delays = []
         self.denials = []
         self.log = collections.deque(maxlen=opts["request_log_limit"])
@@ -2675,7 +2676,24 @@ class _Api:
             return item[1]
         raise AssertionError(item)
 
+    def take_watch_error(self, path):
+        """The Status of a fail_next_watches rule matching path (used up), or None."""
+        with self.http.fault_lock:
+            for r in self.watch_errors:
+                if r["remaining"] > 0 and (r["path_prefix"] is None or
+                                           path.startswith(r["path_prefix"])):
+                    r["remaining"] -= 1
+                    return err_generic(r["code"], message=r["message"],
+                                       retry_after=r["retry_after"], body="status").status()
+        return None
+
     def serve_watch(self, h, kd, ns, q, path):
+        injected = self.take_watch_error(path)
+        if injected is not None:
+            h.start_stream()
+            h.write_chunk((json_dumps({"type": "ERROR", "object": injected}) + "\n").encode())
+            h.end_stream()
+            return
         w, initial, error, timeout, bookmarks = self.op_watch(kd, ns, q, path)
         try:
             h.start_stream()
@@ -3470,9 +3488,20 @@ class FakeApiServer:
             self._api.delays.append({"seconds": seconds, "path_prefix": path_prefix,
                                      "method": method, "count": count})
 
+    def fail_next_watches(self, n, code=500, path_prefix=None, message=None,
+                          retry_after=None):
+        """Accept the next n matching watch requests (200) and send each one ERROR event
+        with a Status of this code, then end the stream: what kube-apiserver does when
+        the storage fails under a watch it has started."""
+        with self._api.http.fault_lock:
+            self._api.watch_errors.append({"remaining": n, "code": code,
+                                           "path_prefix": path_prefix, "message": message,
+                                           "retry_after": retry_after})
+
     def clear_faults(self):
         with self._api.http.fault_lock:
             self._api.faults.clear()
+            self._api.watch_errors.clear()
             self._api.delays.clear()
 
     def forbid(self, verb=None, resource=None, namespace=None, name=None, subresource=None):

@@ -1116,6 +1116,20 @@ def test_rbac_style_denials(srv):
 # ---------------------------------------------------------------------------------------
 # fault injection and observation
 
+def test_fail_next_watches_sends_one_error_event(srv):
+    srv.fail_next_watches(1, code=500, path_prefix="/api/v1/services", message="etcd is down")
+    w = Watch(srv, "/api/v1/services?watch=1")
+    lines = w.rest()
+    w.close()
+    assert len(lines) == 1 and lines[0]["type"] == "ERROR"
+    st = lines[0]["object"]
+    assert (st["kind"], st["code"], st["message"]) == ("Status", 500, "etcd is down")
+    # Used up: the next watch is a normal one.
+    w = Watch(srv, "/api/v1/services?watch=1&timeoutSeconds=1")
+    assert all(ev["type"] != "ERROR" for ev in w.rest())
+    w.close()
+
+
 def test_fail_next(srv):
     srv.fail_next(2, code=503, path_prefix="/api/v1/services")
     for _ in range(2):
