@@ -288,6 +288,9 @@ static int bind_addr(const char *addr, char *bound, size_t bound_len, char *err,
      * host, an empty host falls back to 0.0.0.0. */
     int fd = -1, saved = 0;
     for (int pass = host[0] ? 2 : 0; pass <= (host[0] ? 2 : 1) && fd < 0; pass++) {
+        /* IPv4 alone only where IPv6 is missing, never because its port is taken. */
+        if (pass == 1 && saved && saved != EAFNOSUPPORT && saved != EADDRNOTAVAIL)
+            break;
         for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
             /* pass 0: IPv6 only, pass 1: the others, pass 2: in order */
             if (pass < 2 && (ai->ai_family == AF_INET6) != (pass == 0))
