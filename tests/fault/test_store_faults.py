@@ -485,10 +485,14 @@ def test_an_expiry_the_store_cannot_record_is_retried_without_spinning(daemon_fo
     d = daemon_for(fault)
     c = d.client
     setup_state(c)
-    c.alloc("lan", "short", ttl_seconds=1)
+    # expire_time is whole seconds (time() + ttl), so a ttl of 1 may fall due within
+    # milliseconds; 2 leaves at least a second to turn the fault on first.
+    c.alloc("lan", "short", ttl_seconds=2)
     with c.Watch(from_revision=0) as watch:
         watch.header()
         d.fault.on()
+        assert c.GetLease(owner="short").lease.owner == "short", (
+            "the lease expired before the store failed: this run was too slow to test it")
         # Wait, bounded, until the lease is due and the first attempt to record it
         # has failed (the expiry timer fires at expire_time).
         deadline = time.monotonic() + 10
