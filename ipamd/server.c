@@ -826,13 +826,22 @@ static void on_shutdown(struct server *srv, struct tag *t, bool ok)
 
 /* ---- the loop --------------------------------------------------------- */
 
+/* Drops the leases that are due.  Run before a batch's calls are applied as
+ * well as after: a call that arrives after a lease's expiry (say, while the
+ * previous commit waited on the disk) finds it gone, and cannot renew, release
+ * or be handed back a lease that is already past its time. */
+static void expire_due(struct server *srv)
+{
+    if (!srv->stopping)
+        srv->metrics.expired += st_expire(srv->state, now_real().tv_sec);
+}
+
 /* Commits what the drained calls changed, then answers them all: writes with
  * their replies (or UNAVAILABLE if the commit failed), reads run now against
  * durable state, streams start, and watchers get the new events. */
 static void finish_batch(struct server *srv)
 {
-    if (!srv->stopping)
-        srv->metrics.expired += st_expire(srv->state, now_real().tv_sec);
+    expire_due(srv);
     char err[512] = "";
     bool dirty = st_dirty(srv->state);
     struct timespec t0;
@@ -922,6 +931,7 @@ void server_run(struct server *srv)
         while (atomic_load_explicit(&srv->scrape_waiting, memory_order_relaxed))
             sched_yield();
         pthread_mutex_lock(&srv->mu);
+        expire_due(srv);
         if (ev.type == GRPC_OP_COMPLETE)
             dispatch(srv, ev);
         for (int n = 0; n < MAX_DRAIN && ev.type == GRPC_OP_COMPLETE; n++) {

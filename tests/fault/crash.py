@@ -75,6 +75,7 @@ PHASE_TIMEOUT = 60.0        # one wait of the driver or of a client
 RESTART_TIMEOUT = 60.0
 JOIN_TIMEOUT = 30.0
 WRITE_MARGIN = 1.0          # a lease due this long before a write was sent is reaped
+# (ipamd reaps due leases before it applies each batch of calls, not only after)
 # ipamd stamps create and renew times with time(), a coarse clock that may lag the
 # precise one (time.time() here) by a tick: an expiry can be a second earlier than
 # time.time() at sending + ttl suggests.

@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -362,6 +363,13 @@ class IpamClient:
 # --------------------------------------------------------------------------
 # The daemon.
 # --------------------------------------------------------------------------
+
+def tcp_port(daemon, listen="127.0.0.1:0"):
+    """The port ipamd bound for listen, from its log."""
+    m = re.search(rf"serving on {re.escape(listen)} \(port (\d+), ", daemon.stderr_text())
+    assert m, f"no port logged for {listen}:\n{daemon.stderr_text()}"
+    return int(m.group(1))
+
 
 def ipamd_binary():
     return Path(os.environ.get("IPAMD", REPO / "build" / "ipamd" / "ipamd"))

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import threading
@@ -21,7 +22,7 @@ import grpc
 import pytest
 
 import certs as certs_mod
-from ipam_client import CHANNEL_OPTIONS, IpamClient, ipamd_binary
+from ipam_client import CHANNEL_OPTIONS, IpamClient, ipamd_binary, tcp_port
 
 RUN_TIMEOUT = 30
 UNAVAILABLE = 14
@@ -39,13 +40,6 @@ def run(argv, env=None, timeout=RUN_TIMEOUT):
     p = subprocess.run([str(a) for a in argv], stdin=subprocess.DEVNULL, capture_output=True,
                        text=True, timeout=timeout, env=full_env)
     return p.returncode, p.stderr + p.stdout
-
-
-def tcp_port(daemon, listen="127.0.0.1:0"):
-    """The port ipamd bound for listen, from its log."""
-    m = re.search(rf"serving on {re.escape(listen)} \(port (\d+), ", daemon.stderr_text())
-    assert m, f"no port logged for {listen}:\n{daemon.stderr_text()}"
-    return int(m.group(1))
 
 
 def mode_of(path):
@@ -564,7 +558,7 @@ def test_a_watch_consumer_that_stops_reading_is_dropped_and_memory_stays_bounded
 
     # Warm up: fill the history and every buffer once, so what follows is growth.
     churn(2 * history // (owners * 2) + 2)
-    reader = c.Watch()
+    reader = c.Watch(timeout=300)  # outlives the loop below (120 s) on a slow machine
     reader.header()
 
     stuck = []
@@ -664,6 +658,103 @@ def test_a_frozen_ipamd_ends_an_ipamctl_watch_instead_of_hanging_it(ipamd_factor
         w.stderr.close()
     # Thawed, ipamd carries on.
     assert d.client.health.Check(service="").status == 1
+
+
+class CountingRelay:
+    """A Unix socket that relays each connection to ipamd's and counts the bytes it
+    has handed to ipamd's socket: once a count has grown, the kernel holds those
+    bytes for ipamd, whether or not ipamd is running to read them."""
+
+    def __init__(self, path, upstream):
+        self.upstream = upstream
+        self.to_server = 0
+        self.cond = threading.Condition()
+        self.socks = []
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(path))
+        self.listener.listen()
+        self.target = f"unix:{path}"
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self):
+        while True:
+            try:
+                down, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            up.connect(self.upstream)
+            self.socks += [down, up]
+            for src, dst, counted in ((down, up, True), (up, down, False)):
+                t = threading.Thread(target=self._pump, args=(src, dst, counted), daemon=True)
+                self.threads.append(t)
+                t.start()
+
+    def _pump(self, src, dst, counted):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+                if counted:
+                    with self.cond:
+                        self.to_server += len(data)
+                        self.cond.notify_all()
+        except OSError:
+            pass
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def wait_for_more_than(self, n, timeout=10.0):
+        with self.cond:
+            return self.cond.wait_for(lambda: self.to_server > n, timeout)
+
+    def close(self):
+        self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        for sock in self.socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for t in self.threads:
+            t.join(10)
+        for sock in self.socks:
+            sock.close()
+
+
+def test_a_call_that_arrives_after_a_lease_fell_due_finds_it_gone(ipamd, pb, tmp_path):
+    """Expiry is not only a timer: a Renew that reaches ipamd after the lease's
+    expire_time (here while ipamd is frozen, as it can be by a commit waiting on a
+    slow disk) finds the lease gone, in whatever order ipamd then sees the timer
+    and the call, and cannot bring it back."""
+    relay = CountingRelay(tmp_path / "relay.sock", ipamd.target[len("unix:"):])
+    c = IpamClient(relay.target, pb)
+    try:
+        c.apply_pool("p", ["192.0.2.0/24"])
+        short = c.alloc("p", "short", ttl_seconds=2)
+        never = threading.Event()
+        os.kill(ipamd.proc.pid, signal.SIGSTOP)
+        try:
+            base = relay.to_server
+            # Wall-clock time is the condition here: a second past the expiry.
+            while time.time() < short.expire_time + 1:
+                never.wait(short.expire_time + 1 - time.time())
+            renew = c.Renew.future(owner="short", ttl_seconds=3600)
+            assert relay.wait_for_more_than(base), "the Renew never reached ipamd's socket"
+        finally:
+            os.kill(ipamd.proc.pid, signal.SIGCONT)
+        with pytest.raises(grpc.RpcError) as e:
+            renew.result()
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND, e.value.details()
+        with pytest.raises(grpc.RpcError) as e:
+            c.GetLease(owner="short")
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        c.close()
+        relay.close()
 
 
 def test_hundreds_of_connections_do_not_starve_other_clients(ipamd, pb):

@@ -1,16 +1,14 @@
 """The ipamd process itself: command line, exclusivity, store errors, pools file,
 listeners, signals, and acknowledged leases surviving SIGKILL."""
 
-import os
 import signal
-import socket
 import subprocess
 import threading
 
 import grpc
 import pytest
 
-from ipam_client import IpamClient
+from ipam_client import IpamClient, tcp_port
 
 RUN_TIMEOUT = 30
 
@@ -20,12 +18,6 @@ def run_ipamd(ipamd_path, *args, cwd=None):
     p = subprocess.run([str(ipamd_path), *args], stdin=subprocess.DEVNULL,
                        capture_output=True, text=True, timeout=RUN_TIMEOUT, cwd=cwd)
     return p.returncode, p.stderr + p.stdout
-
-
-def free_tcp_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_a_second_ipamd_on_the_same_data_directory_refuses_to_start(ipamd, ipamd_path, tmp_path):
@@ -38,8 +30,8 @@ def test_a_second_ipamd_on_the_same_data_directory_refuses_to_start(ipamd, ipamd
 
 
 def test_a_second_ipamd_on_the_same_tcp_port_refuses_to_start(ipamd_factory, ipamd_path, tmp_path):
-    port = free_tcp_port()
-    first = ipamd_factory("first", extra_args=("--listen", f"127.0.0.1:{port}"))
+    first = ipamd_factory("first", extra_args=("--listen", "127.0.0.1:0"))
+    port = tcp_port(first)
     code, err = run_ipamd(ipamd_path, "--listen", f"127.0.0.1:{port}",
                           "--data-dir", str(tmp_path / "second-data"))
     assert code == 1
@@ -48,8 +40,8 @@ def test_a_second_ipamd_on_the_same_tcp_port_refuses_to_start(ipamd_factory, ipa
 
 
 def test_ipamd_serves_on_tcp_and_unix_listeners_at_once(ipamd_factory, pb):
-    port = free_tcp_port()
-    d = ipamd_factory(extra_args=("--listen", f"127.0.0.1:{port}"))
+    d = ipamd_factory(extra_args=("--listen", "127.0.0.1:0"))
+    port = tcp_port(d)
     d.client.apply_pool("lan", ["192.0.2.0/29"])
     tcp = IpamClient(f"127.0.0.1:{port}", pb)
     try:
