@@ -901,13 +901,14 @@ def test_a_conflicting_patch_is_retried_on_fresh_data(cluster):
     a.wait_synced()
     path = "/api/v1/namespaces/default/services/web"
     # The adapter's first PATCH is held while the object changes underneath it.
-    c.srv.delay(1.5, path_prefix=path, method="PATCH", count=1)
+    release = c.srv.hold_requests(path_prefix=path, method="PATCH")
     c.create("web")
     assert c.srv.wait_for_requests(lambda log: any(r.method == "PATCH" and r.path == path
                                                    for r in log), timeout=30)
     c.patch("default", "web", {"metadata": {"labels": {"team": "blue"}},
                                "spec": {"ports": [{"name": "tcp-80", "protocol": "TCP",
                                                    "port": 80, "targetPort": 8080}]}})
+    release.set()
     assert c.wait_assigned("default", "web") == ["192.0.2.1"]
     o = c.svc("default", "web")
     assert labels_of(o)["team"] == "blue", "the concurrent change is kept"
@@ -917,12 +918,13 @@ def test_a_conflicting_patch_is_retried_on_fresh_data(cluster):
 
     # The same when letting go: the PATCH that removes the finalizer conflicts.
     patches = c.srv.count_requests(method="PATCH", path=path)
-    c.srv.delay(1.5, path_prefix=path, method="PATCH", count=1)
+    release = c.srv.hold_requests(path_prefix=path, method="PATCH")
     c.srv.delete("services", "default", "web")
     assert c.srv.wait_for_requests(
         lambda log: sum(r.method == "PATCH" and r.path == path for r in log) > patches,
         timeout=30)
     c.patch("default", "web", {"metadata": {"labels": {"team": "green"}}})
+    release.set()
     wait_for(lambda: c.svc("default", "web") is None, "the Service to be really deleted")
     c.wait_no_lease(owner("default", "web"))
 

@@ -486,8 +486,8 @@ def test_an_expiry_the_store_cannot_record_is_retried_without_spinning(daemon_fo
     c = d.client
     setup_state(c)
     # expire_time is whole seconds (time() + ttl), so a ttl of 1 may fall due within
-    # milliseconds; 2 leaves at least a second to turn the fault on first.
-    c.alloc("lan", "short", ttl_seconds=2)
+    # milliseconds; 3 leaves at least two seconds to turn the fault on first.
+    c.alloc("lan", "short", ttl_seconds=3)
     with c.Watch(from_revision=0) as watch:
         watch.header()
         d.fault.on()

@@ -1958,6 +1958,7 @@ class _Api:
         self.faults = []                    # fail_next rules
         self.watch_errors = []              # fail_next_watches rules
         self.delays = []
+        self.holds = []  # the Events of hold_requests(), which stop() sets
         self.denials = []
         self.log = collections.deque(maxlen=opts["request_log_limit"])
         self.log_cond = threading.Condition()
@@ -2873,15 +2874,17 @@ class _ApiHttp:
                (r["method"] is None or r["method"] == method)
 
     def apply_faults(self, method, path):
-        delay = 0.0
+        delay, release = 0.0, None
         with self.fault_lock:
             for r in self.api.delays:
                 if self._rule_matches(r, method, path) and r["count"] != 0:
                     if r["count"] is not None:
                         r["count"] -= 1
-                    delay = r["seconds"]
+                    delay, release = r["seconds"], r.get("release")
                     break
-        if delay > 0:
+        if release is not None:
+            release.wait(delay)
+        elif delay > 0:
             self.api.stopping.wait(delay)
         with self.fault_lock:
             for r in self.api.faults:
@@ -3329,6 +3332,9 @@ class FakeApiServer:
             return
         a = self._api
         a.stopping.set()
+        with a.http.fault_lock:
+            for release in a.holds:
+                release.set()
         with a.lock:
             watchers = list(a.watchers)
         for w in watchers:
@@ -3487,6 +3493,17 @@ class FakeApiServer:
         with self._api.http.fault_lock:
             self._api.delays.append({"seconds": seconds, "path_prefix": path_prefix,
                                      "method": method, "count": count})
+
+    def hold_requests(self, path_prefix=None, method=None, count=1, at_most=60.0):
+        """Hold matching requests (count of them) until the returned Event is set,
+        at_most seconds, or stop(): lets a test change things under a request that
+        is in flight, however slowly it runs."""
+        release = threading.Event()
+        with self._api.http.fault_lock:
+            self._api.delays.append({"seconds": at_most, "path_prefix": path_prefix,
+                                     "method": method, "count": count, "release": release})
+            self._api.holds.append(release)
+        return release
 
     def fail_next_watches(self, n, code=500, path_prefix=None, message=None,
                           retry_after=None):
