@@ -1454,6 +1454,17 @@ static bool ipamd_ready(struct ctl *c, volatile sig_atomic_t *stop)
     return false;
 }
 
+/* A turn's share of the ready queue. */
+static void process_ready(struct ctl *c, volatile sig_atomic_t *stop)
+{
+    am_queue_depth(c->q.rcount + c->q.dcount); /* what the watches just added */
+    for (int n = 0; n < ITEMS_PER_TURN && c->q.rcount && !*stop; n++) {
+        if (atomic_load(&c->ipamd_lost))
+            break; /* Re-claim first. */
+        process(c, q_pop(&c->q));
+    }
+}
+
 int ctl_run(struct ctl *c, volatile sig_atomic_t *stop)
 {
     if (pthread_create(&c->watcher, NULL, ipamd_watcher, c) != 0) {
@@ -1472,7 +1483,20 @@ int ctl_run(struct ctl *c, volatile sig_atomic_t *stop)
             if (synced && !atomic_load(&c->ipamd_lost) && c->svc_wb.retry_at > gate)
                 gate = c->svc_wb.retry_at;
             if (now_ms() < gate) {
-                kube_run(c->kube, (int)(gate - now_ms()));
+                int64_t wait = gate - now_ms();
+                /* Meanwhile the cache still serves what is queued (a ConfigMap
+                 * change, a retry): only Service events wait for the relist. */
+                bool serve = synced && !atomic_load(&c->ipamd_lost);
+                if (serve) {
+                    int64_t next = q_promote(&c->q);
+                    if (c->q.rcount)
+                        wait = 0;
+                    else if (next >= 0 && next < wait)
+                        wait = next;
+                }
+                kube_run(c->kube, (int)wait);
+                if (serve)
+                    process_ready(c, stop);
                 continue;
             }
             if (!ipamd_ready(c, stop))
@@ -1540,12 +1564,7 @@ int ctl_run(struct ctl *c, volatile sig_atomic_t *stop)
         if (c->q.rcount)
             wait = 0;
         kube_run(c->kube, wait < 0 ? 60000 : (int)(wait > 60000 ? 60000 : wait));
-        am_queue_depth(c->q.rcount + c->q.dcount); /* what the watches just added */
-        for (int n = 0; n < ITEMS_PER_TURN && c->q.rcount && !*stop; n++) {
-            if (atomic_load(&c->ipamd_lost))
-                break; /* Re-claim first. */
-            process(c, q_pop(&c->q));
-        }
+        process_ready(c, stop);
     }
     atomic_store(&c->stopping, 1);
     return 0;

@@ -847,6 +847,33 @@ def test_watches_that_end_with_an_error_event_are_retried_with_growing_backoff(c
     assert c.wait_assigned("default", "after") == ["198.51.100.1"]
 
 
+def test_queued_work_goes_on_while_a_relist_waits_out_its_backoff(cluster):
+    """While the Services relist waits (here the 60 s an ERROR event's
+    retryAfterSeconds asks for), what is already known is still served: a ConfigMap
+    change gives a waiting Service its address from the cache, before the relist."""
+    c = cluster
+    c.set_config({"range-global": "192.0.2.1-192.0.2.1"})
+    a = c.adapter()
+    a.wait_synced()
+    assert c.srv.wait_for_watchers(2, timeout=30)
+    c.create("first")
+    assert c.wait_assigned("default", "first") == ["192.0.2.1"]
+    c.create("second")
+    c.wait_event("default", "second", "SyncLoadBalancerFailed", "Warning", ["exhausted"])
+    path = "/api/v1/services"
+    c.srv.clear_request_log()
+    c.srv.fail_next_watches(1, code=429, path_prefix=path, message="too many requests",
+                            retry_after=60)
+    assert c.srv.drop_watches(path) == 1
+    wait_for(lambda: "Service watch error 429: relisting in 60.0 s" in a.log(),
+             "the adapter to read the ERROR event")
+    c.set_config({"range-global": "192.0.2.1-192.0.2.2"}, seen_by=a)
+    assert c.wait_assigned("default", "second") == ["192.0.2.2"]
+    assert c.srv.count_requests(method="GET", path=path, watch=False) == 0, \
+        "served only after the relist"
+    assert sum(_is_watch_of(r, path) for r in c.srv.request_log()) == 1
+
+
 def test_a_throttled_watch_waits_as_long_as_retry_after_asks(cluster):
     c = cluster
     _synced_adapter(c)
