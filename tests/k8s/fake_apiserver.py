@@ -1946,9 +1946,16 @@ class _Api:
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
         self.rv = opts["initial_resource_version"]
-        self.floor = self.rv
-        self.objs = {}                      # (res, ns, name) -> stored object
+        # Two windows of past changes, as kube-apiserver has them: etcd's (lists at
+        # an older resourceVersion, continue tokens), over all resources, and each
+        # resource's watch cache (watches from a resourceVersion), so that churn in
+        # one resource does not expire watches of another.
+        self.floor = self.rv                # oldest resourceVersion a list can read
         self.history = collections.deque()  # _Change, oldest first
+        self.watch_history = collections.defaultdict(collections.deque)  # res -> _Change
+        self.watch_floor = collections.defaultdict(lambda: self.compacted_at)  # res -> rv
+        self.compacted_at = self.rv
+        self.objs = {}                      # (res, ns, name) -> stored object
         self.watchers = set()
         self.clock = opts["clock"]
         self.rng = random.Random(opts["seed"])
@@ -2000,6 +2007,10 @@ class _Api:
         self.history.append(ch)
         while len(self.history) > self.o["history_limit"]:
             self.floor = self.history.popleft().rv
+        cache = self.watch_history[ch.res]
+        cache.append(ch)
+        while len(cache) > self.o["history_limit"]:
+            self.watch_floor[ch.res] = cache.popleft().rv
         for w in list(self.watchers):
             ev = w.translate(ch)
             if ev is not None:
@@ -2024,6 +2035,9 @@ class _Api:
         with self.lock:
             self.history.clear()
             self.floor = self.rv
+            self.watch_history.clear()
+            self.watch_floor.clear()
+            self.compacted_at = self.rv
 
     # ---- decoding request bodies ----------------------------------------------------
 
@@ -2648,12 +2662,12 @@ class _Api:
                     initial.append(("bookmark", self.rv, True))
             elif sie is False and not rv:
                 pass
-            elif rv < self.floor:
+            elif rv < self.watch_floor[kd.resource]:
                 error = ApiError(410, "Expired", "too old resource version: %d (%d)"
-                                 % (rv, self.floor)).status()
+                                 % (rv, self.watch_floor[kd.resource])).status()
             else:
                 w.start_rv = rv
-                for ch in self.history:
+                for ch in self.watch_history[kd.resource]:
                     if ch.rv > rv:
                         ev = w.translate(ch)
                         if ev is not None:
@@ -3634,7 +3648,8 @@ def main(argv=None):
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--print-url", action="store_true", help="print the URL on stdout")
     p.add_argument("--token", help="require this bearer token")
-    p.add_argument("--history", type=int, default=1000, help="changes kept for watches")
+    p.add_argument("--history", type=int, default=1000,
+                   help="changes kept: per resource for watches, overall for lists")
     p.add_argument("--bookmark-interval", type=float, default=60.0)
     p.add_argument("--watch-timeout", type=int, default=1800)
     p.add_argument("--service-cidr", action="append",

@@ -428,6 +428,33 @@ def test_watch_too_old_resource_version_is_200_then_error_410(srv):
         s.stop()
 
 
+def test_each_resource_has_its_own_watch_window_and_lists_share_one(srv):
+    """kube-apiserver's watch cache is per resource: churn in ConfigMaps does not
+    expire a Services watch from before it. A list at an older resourceVersion reads
+    etcd, whose compaction spans every resource."""
+    s = FakeApiServer(history_limit=3)
+    s.start()
+    try:
+        create_svc(s, "a")
+        rv0 = s.resource_version()
+        create_svc(s, "b")
+        for i in range(5):
+            assert call(s, "POST", CM, {"metadata": {"name": "c%d" % i}}).status == 201
+        w = Watch(s, "/api/v1/services?watch=1&resourceVersion=%d" % rv0)
+        e = w.event()
+        assert e["type"] == "ADDED" and e["object"]["metadata"]["name"] == "b"
+        w.close()
+        w = Watch(s, "/api/v1/configmaps?watch=1&resourceVersion=%d" % rv0)
+        e = w.event()
+        assert e["type"] == "ERROR" and e["object"]["code"] == 410
+        w.close()
+        r = call(s, "GET", "/api/v1/services?resourceVersion=%d&resourceVersionMatch=Exact"
+                 % rv0)
+        assert_status(r, 410, "Expired")
+    finally:
+        s.stop()
+
+
 def test_compact_makes_old_watches_expire(srv):
     create_svc(srv, "a")
     rv = srv.resource_version()
