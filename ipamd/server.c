@@ -265,6 +265,18 @@ static void rpc_run(struct server *srv, struct rpc *r)
 
 /* ---- streams ---------------------------------------------------------- */
 
+/* Starts a batch on a stream whose completions are counted in *refs (the
+ * stream is freed when none is pending); false, with nothing pending, when
+ * it cannot be started. */
+static bool counted_batch(grpc_call *call, int *refs, grpc_op *ops, size_t n, struct tag *t)
+{
+    ++*refs;
+    if (grpc_call_start_batch(call, ops, n, t, NULL) == GRPC_CALL_OK)
+        return true;
+    --*refs;
+    return false;
+}
+
 static void watcher_pump(struct watcher *w);
 
 static void watcher_maybe_free(struct watcher *w)
@@ -329,9 +341,7 @@ static void watcher_send(struct watcher *w, grpc_byte_buffer *bb)
     ops[n++].data.send_message.send_message = bb;
     w->out = bb;
     w->sending = true;
-    w->refs++;
-    if (grpc_call_start_batch(w->call, ops, n, &w->send_tag, NULL) != GRPC_CALL_OK) {
-        w->refs--;
+    if (!counted_batch(w->call, &w->refs, ops, n, &w->send_tag)) {
         w->sending = false;
         w->closed = true;
         grpc_byte_buffer_destroy(bb);
@@ -353,9 +363,7 @@ static void watcher_send_status(struct watcher *w)
     ops[n].data.send_status_from_server.status = w->fin_code;
     w->details = grpc_slice_from_copied_string(w->fin_msg);
     ops[n++].data.send_status_from_server.status_details = &w->details;
-    w->refs++;
-    if (grpc_call_start_batch(w->call, ops, n, &w->status_tag, NULL) != GRPC_CALL_OK)
-        w->refs--;
+    counted_batch(w->call, &w->refs, ops, n, &w->status_tag);
 }
 
 static void watcher_finish(struct watcher *w, grpc_status_code code, const char *msg)
@@ -537,11 +545,8 @@ static void watcher_start(struct server *srv, struct rpc *r)
     memset(&op, 0, sizeof(op));
     op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     op.data.recv_close_on_server.cancelled = &w->cancelled;
-    w->refs++;
-    if (grpc_call_start_batch(w->call, &op, 1, &w->close_tag, NULL) != GRPC_CALL_OK) {
-        w->refs--;
+    if (!counted_batch(w->call, &w->refs, &op, 1, &w->close_tag))
         w->closed = true;
-    }
     if (!w->health && !w->closed)
         watcher_send(w, watch_message(srv, w, true));
     else
@@ -587,14 +592,9 @@ static void refl_maybe_free(struct reflector *f)
     free(f);
 }
 
-/* Starts a batch counted in refs; false (nothing pending) when it cannot. */
 static bool refl_batch(struct reflector *f, grpc_op *ops, size_t n, struct tag *t)
 {
-    f->refs++;
-    if (grpc_call_start_batch(f->call, ops, n, t, NULL) == GRPC_CALL_OK)
-        return true;
-    f->refs--;
-    return false;
+    return counted_batch(f->call, &f->refs, ops, n, t);
 }
 
 static void refl_finish(struct reflector *f, grpc_status_code code, const char *msg)
