@@ -1150,9 +1150,17 @@ def test_write_status_costs_one_status_patch_per_service(cluster):
     assert "HTTP 409" not in a.log() and " warn " not in a.log(), a.log()
     # The echoes of its own two writes (metadata, then status) cost no reconcile:
     # one per Service, the one its creation caused.
+    # A reconcile is counted once its last write's response is read, which can be
+    # just after the test API server shows the write: wait for the barrier's count.
     m = re.search(r"metrics on http://(127\.0\.0\.1:\d+)/metrics", a.log())
-    with urllib.request.urlopen(f"http://{m.group(1)}/metrics", timeout=10) as r:
-        body = r.read().decode()
-    done = re.search(r'^k8s_adapter_reconciles_total\{result="done"\} (\d+)$', body, re.M)
-    assert done and int(done.group(1)) == len(names) + 2, body
+
+    def reconciles_done():
+        with urllib.request.urlopen(f"http://{m.group(1)}/metrics", timeout=10) as r:
+            body = r.read().decode()
+        done = re.search(r'^k8s_adapter_reconciles_total\{result="done"\} (\d+)$', body, re.M)
+        return (int(done.group(1)), body) if done and int(done.group(1)) >= len(names) + 2 \
+            else None
+
+    done, body = wait_for(reconciles_done, "the second barrier's reconcile to be counted")
+    assert done == len(names) + 2, body
 
