@@ -813,9 +813,11 @@ def test_a_refused_watch_is_retried_with_growing_backoff_not_in_a_loop(cluster, 
     kind = "Service" if resource == "services" else "ConfigMap"
     assert f"{kind} watch ended (403" in a.log() and "resuming in" in a.log()
     # Allowed again: the next attempt opens it (a watch resumes from its
-    # resourceVersion, so what changes from here on reaches the adapter).
+    # resourceVersion, so what changes from here on reaches the adapter). A retry
+    # that arrived before allow_all was still refused: wait for an accepted stream.
     c.srv.allow_all()
-    _watch_times(c, path, len(at) + 1)
+    assert c.srv.wait_for_watchers(1, timeout=30, path_prefix=path), \
+        f"no {path} watch accepted after the refusals ended"
     c.set_config({"cidr-global": "198.51.100.0/24"}, seen_by=a)
     c.create("after")
     assert c.wait_assigned("default", "after", timeout=30) == ["198.51.100.1"]
