@@ -17,9 +17,11 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -53,6 +55,26 @@ def adapter_binary():
 
 def ipamctl_binary():
     return Path(os.environ.get("IPAMCTL", REPO / "build" / "clients" / "ipamctl"))
+
+
+# ------------------------------------------------------------------------------------
+# metrics
+
+METRICS_LINE = re.compile(r"metrics on http://(127\.0\.0\.1:\d+)/metrics")
+
+
+def scrape(adapter):
+    """The adapter's metrics (started with --metrics-listen), parsed with Debian's
+    python3-prometheus-client: (name, frozenset of labels) -> value."""
+    m = wait_for(lambda: METRICS_LINE.search(adapter.log()), "the adapter's metrics address")
+    with urllib.request.urlopen(f"http://{m.group(1)}/metrics", timeout=10) as r:
+        assert r.status == 200
+        body = r.read().decode()
+    out = {}
+    for fam in text_string_to_metric_families(body):
+        for s in fam.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
 
 
 # ------------------------------------------------------------------------------------

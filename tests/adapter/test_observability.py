@@ -4,28 +4,10 @@ Its API request counters are compared with the test API server's own request
 log; the metrics are parsed with Debian's python3-prometheus-client.
 """
 import json
-import re
-import urllib.request
 from collections import Counter
 from urllib.parse import parse_qs
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from harness import wait_for
-
-METRICS_LINE = re.compile(r"metrics on http://(127\.0\.0\.1:\d+)/metrics")
-
-
-def scrape(adapter):
-    m = wait_for(lambda: METRICS_LINE.search(adapter.log()), "the adapter's metrics address")
-    with urllib.request.urlopen(f"http://{m.group(1)}/metrics", timeout=10) as r:
-        assert r.status == 200
-        body = r.read().decode()
-    out = {}
-    for fam in text_string_to_metric_families(body):
-        for s in fam.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
+from harness import scrape, wait_for
 
 
 def by_name(samples, name):

@@ -14,15 +14,13 @@ adapter handles changes in order. ConfigMap pools use documentation address spac
 conformance vector is replayed with its own values.
 """
 
-import re
 import shutil
-import urllib.request
 
 import pytest
 
 from harness import (ANN_IFACE, ANN_IPS, CLASS, CM_NAME, CM_NS, FINALIZER, Creator,
                      annotations_of, carries_lease, finalizers_of, ips_of, labels_of,
-                     service_manifest, wait_for)
+                     scrape, service_manifest, wait_for)
 
 GLOBAL = {"cidr-global": "192.0.2.0/24"}
 
@@ -1154,15 +1152,8 @@ def test_write_status_costs_one_status_patch_per_service(cluster):
     # one per Service, the one its creation caused.
     # A reconcile is counted once its last write's response is read, which can be
     # just after the test API server shows the write: wait for the barrier's count.
-    m = re.search(r"metrics on http://(127\.0\.0\.1:\d+)/metrics", a.log())
-
-    def reconciles_done():
-        with urllib.request.urlopen(f"http://{m.group(1)}/metrics", timeout=10) as r:
-            body = r.read().decode()
-        done = re.search(r'^k8s_adapter_reconciles_total\{result="done"\} (\d+)$', body, re.M)
-        return (int(done.group(1)), body) if done and int(done.group(1)) >= len(names) + 2 \
-            else None
-
-    done, body = wait_for(reconciles_done, "the second barrier's reconcile to be counted")
-    assert done == len(names) + 2, body
+    done_key = ("k8s_adapter_reconciles_total", frozenset({"result": "done"}.items()))
+    s = wait_for(lambda: (lambda m: m if m.get(done_key, 0) >= len(names) + 2 else None)(
+        scrape(a)), "the second barrier's reconcile to be counted")
+    assert s[done_key] == len(names) + 2, s
 
