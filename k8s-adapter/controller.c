@@ -1454,9 +1454,18 @@ static bool ipamd_ready(struct ctl *c, volatile sig_atomic_t *stop)
     return false;
 }
 
-/* A turn's share of the ready queue. */
-static void process_ready(struct ctl *c, volatile sig_atomic_t *stop)
+/* One turn of the loop from the cache: serves the API streams until `limit` ms
+ * have passed (negative: no limit of its own; at most a minute) or the first
+ * retry falls due, at once if work is ready; then processes a turn's share of
+ * the ready queue. */
+static void serve_turn(struct ctl *c, volatile sig_atomic_t *stop, int64_t limit)
 {
+    int64_t wait = q_promote(&c->q);
+    if (limit >= 0 && (wait < 0 || limit < wait))
+        wait = limit;
+    if (c->q.rcount)
+        wait = 0;
+    kube_run(c->kube, wait < 0 ? 60000 : (int)(wait > 60000 ? 60000 : wait));
     am_queue_depth(c->q.rcount + c->q.dcount); /* what the watches just added */
     for (int n = 0; n < ITEMS_PER_TURN && c->q.rcount && !*stop; n++) {
         if (atomic_load(&c->ipamd_lost))
@@ -1482,21 +1491,14 @@ int ctl_run(struct ctl *c, volatile sig_atomic_t *stop)
             int64_t gate = retry_at;
             if (synced && !atomic_load(&c->ipamd_lost) && c->svc_wb.retry_at > gate)
                 gate = c->svc_wb.retry_at;
-            if (now_ms() < gate) {
-                int64_t wait = gate - now_ms();
+            int64_t wait = gate - now_ms();
+            if (wait > 0) {
                 /* Meanwhile the cache still serves what is queued (a ConfigMap
                  * change, a retry): only Service events wait for the relist. */
-                bool serve = synced && !atomic_load(&c->ipamd_lost);
-                if (serve) {
-                    int64_t next = q_promote(&c->q);
-                    if (c->q.rcount)
-                        wait = 0;
-                    else if (next >= 0 && next < wait)
-                        wait = next;
-                }
-                kube_run(c->kube, (int)wait);
-                if (serve)
-                    process_ready(c, stop);
+                if (synced && !atomic_load(&c->ipamd_lost))
+                    serve_turn(c, stop, wait);
+                else
+                    kube_run(c->kube, (int)wait);
                 continue;
             }
             if (!ipamd_ready(c, stop))
@@ -1532,7 +1534,7 @@ int ctl_run(struct ctl *c, volatile sig_atomic_t *stop)
         }
         if (cm_due || svc_due)
             start_watches(c); /* opens those due */
-        int64_t wait = q_promote(&c->q);
+        int64_t wait = -1;
         /* Wake up for the first watch due again. */
         int64_t due = INT64_MAX;
         if (c->svc_watch_dead)
@@ -1561,10 +1563,7 @@ int ctl_run(struct ctl *c, volatile sig_atomic_t *stop)
         }
         if (c->o.resync_seconds > 0 && (wait < 0 || to_resync < wait))
             wait = to_resync;
-        if (c->q.rcount)
-            wait = 0;
-        kube_run(c->kube, wait < 0 ? 60000 : (int)(wait > 60000 ? 60000 : wait));
-        process_ready(c, stop);
+        serve_turn(c, stop, wait);
     }
     atomic_store(&c->stopping, 1);
     return 0;
