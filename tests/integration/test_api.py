@@ -583,6 +583,19 @@ def test_a_lease_with_a_ttl_has_an_expiry_time(client):
     assert lease.create_time + 3599 <= lease.expire_time <= lease.create_time + 3601
 
 
+def wait_until_gone(client, owner, within, what):
+    """Polls GetLease until owner's lease is NOT_FOUND; fails with what after within s."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            client.GetLease(owner=owner)
+        except grpc.RpcError as e:
+            assert e.code() == SC.NOT_FOUND, f"{e.code()}: {e.details()}"
+            return
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)  # polling interval of a bounded loop
+
+
 def test_an_expired_lease_disappears_by_itself(client):
     client.apply_pool("p", ["192.0.2.0/30"])
     # The lease that stays is taken first, so it owns the first address however
@@ -591,15 +604,7 @@ def test_an_expired_lease_disappears_by_itself(client):
     lease = client.alloc("p", "short", ttl_seconds=1)
     assert lease.expire_time > 0
     assert list(lease.addresses) != list(forever.addresses)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.GetLease(owner="short")
-        except grpc.RpcError as e:
-            assert e.code() == SC.NOT_FOUND, f"{e.code()}: {e.details()}"
-            break
-        assert time.monotonic() < deadline, "a lease with ttl 1s still exists after 10s"
-        time.sleep(0.1)  # polling interval of a bounded loop
+    wait_until_gone(client, "short", 10, "a lease with ttl 1s still exists after 10s")
     assert client.get_pool("p").ipv4.used == "1"
     assert client.GetLease(owner="forever")
     # Its address is free again.
@@ -1029,15 +1034,7 @@ def test_leases_expire_after_a_restart_too(ipamd, client):
     short = client.alloc("p", "short", ttl_seconds=8)
     ipamd.restart()
     assert client.GetLease(owner="short").lease.expire_time == short.expire_time
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            client.GetLease(owner="short")
-        except grpc.RpcError as e:
-            assert e.code() == SC.NOT_FOUND
-            break
-        assert time.monotonic() < deadline, "a lease with ttl 8s survived 20s and a restart"
-        time.sleep(0.1)  # polling interval of a bounded loop
+    wait_until_gone(client, "short", 20, "a lease with ttl 8s survived 20s and a restart")
 
 
 def test_every_change_bumps_the_revision_and_a_rejected_request_does_not(client, pb):
