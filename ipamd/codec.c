@@ -211,6 +211,13 @@ static int validate(const ProtobufCMessageDescriptor *d, const uint8_t *p, const
         if (!read_varint(&p, end, &key))
             return 0; /* Malformed: protobuf-c's decoder reports it. */
         unsigned wire = key & 7;
+        /* Field numbers are 1 to 2^29 - 1. protobuf-c lets a 0 through when its
+         * varint is padded (0x80 0x00), then cannot read back what it re-encodes. */
+        if (key >> 3 == 0 || key >> 3 > 536870911) {
+            snprintf(err, errlen, "%s: field number %llu is not valid", d->name,
+                     (unsigned long long)(key >> 3));
+            return -1;
+        }
         const ProtobufCFieldDescriptor *f =
             protobuf_c_message_descriptor_get_field(d, (unsigned)(key >> 3));
         switch (wire) {

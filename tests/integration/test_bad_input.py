@@ -277,6 +277,9 @@ API_CASES = [
      ALLOC_DECODE),
     ("pb-field-number-0", "Allocate", lambda P: valid_alloc_bytes(P) + b"\x00\x01", INVALID,
      ALLOC_DECODE),
+    # Padded (0x80 0x00), protobuf-c's own decoder lets it through.
+    ("pb-field-number-0-padded", "Allocate", lambda P: valid_alloc_bytes(P) + b"\x80\x00\x00",
+     INVALID, ALLOC_DECODE + ["AllocateRequest: field number 0 is not valid"]),
     ("pb-overlong-varint", "Allocate",
      lambda P: valid_alloc_bytes(P) + tag(6, VARINT) + b"\xff" * 10 + b"\x01", INVALID,
      ALLOC_DECODE),
